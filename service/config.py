@@ -1,0 +1,99 @@
+"""Every knob of the service, in one place.
+
+Values come from ``FACEGATE_*`` environment variables or an optional ``.env`` file
+(pydantic-settings). Code never reads ``os.environ`` for configuration directly, so
+this class is the complete list of what an operator can set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository's models/ folder (an editable install or a checkout runs from here).
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FACEGATE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # --- storage --------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Database, index caches and job state.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/facegate.db (WAL mode)."
+    )
+    sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
+
+    # --- models -----------------------------------------------------------------------
+    models_dir: Path = Field(REPO_MODELS_DIR, description="Folder of models/<name>/model.json cards.")
+    detector: str = Field("yunet-2023mar-int8bq", description="Active detector model name.")
+    recognizer: str = Field("sface-2021dec-int8bq", description="Default recognizer model name.")
+    providers: list[str] = Field(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="onnxruntime execution providers in order of preference; missing ones are skipped.",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = runtime default).")
+    batch_max_size: int = Field(32, ge=1, description="Largest micro-batch sent to the recognizer.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="Longest a crop waits for batch-mates.")
+    flip_test: bool = Field(False, description="Embed image + mirror and sum (slower, slightly more accurate).")
+
+    # --- image limits -------------------------------------------------------------------
+    max_image_bytes: int = Field(15 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Checked from the header before decoding.")
+
+    # --- detection ------------------------------------------------------------------------
+    det_max_side: int = Field(1024, ge=64, description="Photos are downscaled to this longest side for detection.")
+    det_score_threshold: float = Field(0.6, ge=0, le=1)
+    det_nms_threshold: float = Field(0.4, ge=0, le=1)
+    min_face_size: int = Field(16, ge=0, description="Faces smaller than this (shorter bbox side, px) are dropped.")
+    max_faces: int = Field(0, ge=0, description="Keep at most this many faces (0 = all).")
+
+    # --- quality gate for enrollment ------------------------------------------------------
+    enroll_min_face_size: int = Field(48, ge=0)
+    enroll_min_det_score: float = Field(0.75, ge=0, le=1)
+    enroll_min_blur: float = Field(15.0, ge=0, description="Variance of Laplacian of the aligned crop.")
+
+    # --- decisions --------------------------------------------------------------------------
+    far_target: float = Field(1e-3, gt=0, lt=1, description="FAR whose card threshold is used by default.")
+    threshold_override: float | None = Field(None, ge=-1, le=1, description="Fixed threshold for every model.")
+
+    # --- gallery index ------------------------------------------------------------------------
+    index_exact_max: int = Field(200_000, ge=0, description="Exact search up to this many faces, HNSW above.")
+    index_hnsw_m: int = Field(32, ge=4)
+    index_hnsw_ef_search: int = Field(128, ge=1)
+    index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
+
+    # --- API, auth ----------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    auth_enabled: bool = Field(True, description="The only switch that turns auth off (local development only).")
+    api_key_header: str = "X-API-Key"
+    bootstrap_admin_key: SecretStr | None = Field(None, description="Admin key accepted on first start.")
+    rate_limit_per_minute: int = Field(600, ge=0, description="Requests per key per minute (0 = unlimited).")
+    max_request_bytes: int = Field(40 * 1024 * 1024, ge=1, description="Whole request body limit.")
+    cors_origins: list[str] = Field([], description="Allowed CORS origins; empty = CORS off.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("data_dir", "models_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'facegate.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build their own ``Settings(...)`` instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""decode -> detect -> align -> embed, one small module each."""
