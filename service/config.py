@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # --- image limits -------------------------------------------------------------------
     max_image_bytes: int = Field(15 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1, description="Checked from the header before decoding.")
+    decode_reduce_min_side: int = Field(
+        1536, ge=0, description="Large JPEGs decode at 1/2..1/8 while the longest side stays >= this (0 = off)."
+    )
 
     # --- detection ------------------------------------------------------------------------
     det_max_side: int = Field(1024, ge=64, description="Photos are downscaled to this longest side for detection.")
@@ -53,6 +56,10 @@ class Settings(BaseSettings):
     det_nms_threshold: float = Field(0.4, ge=0, le=1)
     min_face_size: int = Field(16, ge=0, description="Faces smaller than this (shorter bbox side, px) are dropped.")
     max_faces: int = Field(0, ge=0, description="Keep at most this many faces (0 = all).")
+
+    align_method: Literal["lmeds", "umeyama"] = Field(
+        "lmeds", description="Landmark fit for alignment: robust LMEDS (default) or least-squares Umeyama."
+    )
 
     # --- quality gate for enrollment ------------------------------------------------------
     enroll_min_face_size: int = Field(48, ge=0)

@@ -1,0 +1,1 @@
+"""FastAPI application: routes, schemas, auth, error envelope."""

@@ -1,0 +1,1 @@
+"""onnxruntime sessions, execution-provider choice and cross-request micro-batching."""

@@ -1,0 +1,154 @@
+"""Engine set-up, migrations and DB-error mapping for the gallery store.
+
+* SQLite: WAL (readers never block the writer), ``busy_timeout`` (writers queue instead
+  of failing at once), ``foreign_keys=ON`` (cascades), all set per connection in a
+  ``connect`` event. Transactions are begun explicitly (pysqlite's implicit BEGIN is
+  turned off) so write transactions can start with ``BEGIN IMMEDIATE``: a deferred
+  transaction that reads first and upgrades to a write later can fail with
+  SQLITE_BUSY without waiting; IMMEDIATE takes the write lock up front and waits.
+* PostgreSQL: the same code through psycopg 3; per-collection write ordering comes from
+  the row lock on ``collections.revision``; migrations are serialised across replicas
+  with an advisory lock.
+* Any operational failure of the database (read-only, disk full, unreachable, locked
+  past the busy timeout) becomes :class:`~service.errors.StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+
+from service.errors import Conflict, FacegateError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: Execution option that makes a SQLite transaction begin with BEGIN IMMEDIATE.
+WRITE_OPTION = "facegate_write"
+#: Arbitrary constant key of the PostgreSQL advisory lock that serialises migrations.
+_PG_MIGRATION_LOCK = 0x66616365  # "face"
+
+#: PostgreSQL SQLSTATE classes that mean "the storage cannot serve us right now".
+_PG_UNAVAILABLE_PREFIXES = ("08", "53", "57", "58", "25006", "40001", "40P01", "55P03", "HV")
+#: SQLite messages meaning the same.
+_SQLITE_UNAVAILABLE = (
+    "readonly database",
+    "read-only",
+    "disk is full",
+    "database or disk is full",
+    "unable to open database",
+    "database is locked",
+    "disk i/o error",
+)
+
+
+def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000, data_dir: Path | None = None) -> Engine:
+    """Create the engine with the per-dialect connection setup described above."""
+    u = sa.make_url(url)
+    if u.get_backend_name() == "sqlite":
+        db = u.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            u,
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
+            pool_pre_ping=False,
+        )
+        _install_sqlite_events(engine, sqlite_busy_timeout_ms)
+        return engine
+    return sa.create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see module doc)
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            try:
+                mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    cur.execute("PRAGMA journal_mode=WAL")
+            except Exception as e:  # a read-only file cannot switch modes; it still reads
+                log.warning("sqlite: cannot enable WAL (%s)", e)
+            cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL except on power loss
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def is_unavailable(err: BaseException) -> bool:
+    """True if a DBAPI-level error means the storage is unavailable (not a bad request)."""
+    if isinstance(err, (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)):
+        return True
+    if isinstance(err, exc.DBAPIError):
+        orig = err.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if sqlstate and str(sqlstate).startswith(_PG_UNAVAILABLE_PREFIXES):
+            return True
+        msg = str(orig).lower()
+        if any(s in msg for s in _SQLITE_UNAVAILABLE):
+            return True
+        if err.connection_invalidated:
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def mapped_errors(what: str = "gallery database") -> Iterator[None]:
+    """Translate SQLAlchemy errors raised inside the block into typed service errors.
+
+    Callers run their transaction inside the block, so by the time this handler runs
+    the transaction has been rolled back: a failure never leaves a partial write.
+    """
+    try:
+        yield
+    except FacegateError:
+        raise
+    except exc.IntegrityError as e:
+        raise Conflict("conflicting write", detail=str(e.orig).splitlines()[0][:300]) from e
+    except exc.SQLAlchemyError as e:
+        if is_unavailable(e):
+            log.error("%s unavailable: %s", what, e)
+            raise StorageUnavailable(detail=str(getattr(e, "orig", e)).splitlines()[0][:300]) from e
+        raise
+    except OSError as e:  # e.g. the data directory cannot be created
+        raise StorageUnavailable(detail=str(e)[:300]) from e
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to ``head`` with alembic (the only place tables are created)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with mapped_errors("gallery migrations"):
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_MIGRATION_LOCK})")
+                conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+            finally:
+                if conn.dialect.name == "postgresql":
+                    conn.rollback()
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_MIGRATION_LOCK})")
+                    conn.commit()

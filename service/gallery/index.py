@@ -1,0 +1,308 @@
+"""FAISS index of one (collection, model): derived from the database, never a source of truth.
+
+Kinds
+-----
+* ``flat`` — ``IndexIDMap2(IndexFlatIP)``: exact cosine search on L2-normalised vectors;
+  ids are face ids. Used up to ``index_exact_max`` vectors.
+* ``ivf`` — ``IndexIVFFlat`` (inner product, spherical k-means) which stores face ids
+  natively. Chosen over HNSW for large galleries because, measured on 2 cores with
+  clustered 512-d data (``bench/identify.py``): it builds ~10x faster (a rebuild from the
+  DB at start-up must be minutes, not a quarter of an hour, at 1M faces), it supports
+  real deletion (``IndexHNSW`` cannot remove vectors; tombstones would grow until a
+  rebuild) and it reaches recall@10 >= 0.99 at a few ms per query with tuned ``nprobe``.
+  (``IndexIDMap2`` is not used around IVF: its ``remove_ids`` assumes the inner index
+  compacts ids the way a flat index does, which IVF does not.)
+
+Concurrency
+-----------
+Each index has a readers-writer lock: FAISS CPU searches are safe to run concurrently
+(and release the GIL), but a search must never overlap an ``add``/``remove``.
+
+GPU
+---
+When ``index_use_gpu`` and ``faiss.get_num_gpus() > 0`` the CPU index stays the master
+copy (all mutations, removals included, which GPU flat indexes lack) and a GPU clone
+serves searches; the clone is refreshed lazily after a mutation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from service.errors import ModelMismatch
+
+log = logging.getLogger(__name__)
+
+IndexKind = Literal["flat", "ivf"]
+
+# Batched flat search only takes the BLAS (sgemm) path from `distance_compute_blas_threshold`
+# queries per call (default 20). Single queries are as fast or faster on the SIMD path,
+# but micro-batches of a few queries gain several x with BLAS (FACTS.md: 5-7x at 64).
+BLAS_THRESHOLD = 4
+faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Index knobs (from :class:`service.config.Settings`)."""
+
+    exact_max: int = 200_000
+    approx: Literal["ivf"] = "ivf"
+    ivf_nlist: int = 0  # 0 = auto: ~4*sqrt(n), at least 39 training points per list
+    ivf_nprobe: int = 32
+    use_gpu: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Any) -> IndexParams:
+        return cls(
+            exact_max=int(s.index_exact_max),
+            approx="ivf",
+            ivf_nlist=int(getattr(s, "index_ivf_nlist", 0)),
+            ivf_nprobe=int(getattr(s, "index_ivf_nprobe", 32)),
+            use_gpu=bool(s.index_use_gpu),
+        )
+
+    def kind_for(self, n: int, current: IndexKind | None = None) -> IndexKind:
+        """Index kind for ``n`` vectors, with hysteresis so a gallery hovering at the
+        threshold does not flip-flop between kinds (each flip is a full rebuild)."""
+        if current == "ivf" and n >= int(self.exact_max * 0.8):
+            return "ivf"
+        return "flat" if n <= self.exact_max else "ivf"
+
+    def nlist_for(self, n: int) -> int:
+        if self.ivf_nlist > 0:
+            return max(1, min(self.ivf_nlist, n // 39 or 1))
+        return max(1, min(int(4 * math.sqrt(n)), n // 39 or 1))
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def _as_matrix(x: np.ndarray, dim: int | None = None) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2:
+        raise ModelMismatch("embeddings must be a (N, D) array", shape=list(x.shape))
+    if dim is not None and x.shape[1] != dim:
+        raise ModelMismatch(
+            f"embedding dimension {x.shape[1]} does not match the gallery's {dim}",
+            expected_dim=dim,
+            got_dim=int(x.shape[1]),
+        )
+    return x
+
+
+_gpu_resources: Any = None
+_gpu_lock = threading.Lock()
+
+
+def gpu_available(use_gpu: bool) -> bool:
+    try:
+        return bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    except Exception:  # pragma: no cover - broken GPU driver: fall back to CPU
+        return False
+
+
+def _to_gpu(index: faiss.Index) -> faiss.Index | None:
+    global _gpu_resources
+    try:
+        with _gpu_lock:
+            if _gpu_resources is None:
+                _gpu_resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
+    except Exception as e:  # pragma: no cover - no GPU in CI
+        log.warning("faiss GPU clone failed, searching on CPU: %s", e)
+        return None
+
+
+class VectorIndex:
+    """A FAISS index over L2-normalised float32 vectors keyed by int64 face ids."""
+
+    def __init__(self, dim: int, kind: IndexKind, params: IndexParams, index: faiss.Index, trained_n: int):
+        self.dim = dim
+        self.kind: IndexKind = kind
+        self.params = params
+        self.trained_n = trained_n
+        self._index = index
+        self._lock = RWLock()
+        self._gpu = gpu_available(params.use_gpu)
+        self._gpu_index: faiss.Index | None = None
+        self._gpu_dirty = True
+        self._gpu_clone_lock = threading.Lock()
+        #: Collection revision this index reflects (maintained by the gallery).
+        self.revision = 0
+        self.built_at = time.time()
+        self.build_seconds = 0.0
+
+    # -- construction ----------------------------------------------------------------
+    @classmethod
+    def build(
+        cls, ids: np.ndarray, vectors: np.ndarray, params: IndexParams, dim: int | None = None
+    ) -> VectorIndex:
+        """Build the right kind of index for ``len(ids)`` vectors."""
+        t0 = time.perf_counter()
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        if dim is None:
+            if vectors.size == 0:
+                raise ValueError("dimension unknown for an empty index")
+            dim = int(vectors.shape[1])
+        vectors = _as_matrix(vectors, dim) if len(ids) else np.zeros((0, dim), np.float32)
+        n = len(ids)
+        kind = params.kind_for(n)
+        if kind == "flat":
+            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        else:
+            nlist = params.nlist_for(n)
+            quantizer = faiss.IndexFlatIP(dim)
+            ivf = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            ivf.cp.spherical = True  # centroids on the sphere, like the data
+            ivf.cp.niter = 12
+            # Train on a sample: ~64 points per list is plenty for k-means and keeps a
+            # 1M-face start-up rebuild to tens of seconds on 2 cores.
+            sample_n = min(n, 64 * nlist)
+            rng = np.random.default_rng(0)
+            sample = vectors if sample_n == n else vectors[np.sort(rng.choice(n, sample_n, replace=False))]
+            ivf.train(sample)
+            ivf.own_fields = True
+            quantizer.this.disown()  # ivf owns the quantizer now
+            index = ivf
+        if n:
+            index.add_with_ids(vectors, ids)
+        out = cls(dim, kind, params, index, trained_n=n)
+        out.build_seconds = time.perf_counter() - t0
+        return out
+
+    # -- mutation ----------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vectors: np.ndarray, *, replace: bool = True) -> None:
+        """Add vectors; with ``replace`` an id already present is replaced, not duplicated."""
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        if not len(ids):
+            return
+        vectors = _as_matrix(vectors, self.dim)
+        with self._lock.write():
+            removed = 0
+            if replace and self._index.ntotal:
+                removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+            self._index.add_with_ids(vectors, ids)
+            if self._gpu_index is not None and not self._gpu_dirty and not removed:
+                self._gpu_index.add_with_ids(vectors, ids)  # GPU indexes can add, not remove
+            else:
+                self._gpu_dirty = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
+        if not len(ids) or not self._index.ntotal:
+            return 0
+        with self._lock.write():
+            removed = int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+            self._gpu_dirty = True
+        return removed
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    def needs_rebuild(self) -> bool:
+        """True when the gallery outgrew (or shrank below) what this index was built for."""
+        n = self.ntotal
+        if self.params.kind_for(n, self.kind) != self.kind:
+            return True
+        if self.kind == "ivf" and self.params.ivf_nlist <= 0:
+            return n > 4 * self.trained_n or n < self.trained_n / 4
+        return False
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` inner products; returns (scores (N,k'), ids (N,k')), k' = min(k, ntotal).
+
+        Raises :class:`ModelMismatch` if the query dimension differs from the index's.
+        """
+        q = _as_matrix(queries, self.dim)
+        with self._lock.read():
+            n = self._index.ntotal
+            k_eff = min(int(k), n)
+            if k_eff <= 0:
+                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+            index = self._search_index()
+            if self.kind == "ivf":
+                params = faiss.SearchParametersIVF(nprobe=min(self.params.ivf_nprobe, index.nlist))
+                scores, ids = index.search(q, k_eff, params=params)
+            else:
+                scores, ids = index.search(q, k_eff)
+        return scores, ids
+
+    def _search_index(self) -> faiss.Index:
+        if not self._gpu:
+            return self._index
+        with self._gpu_clone_lock:  # several readers may find the clone stale at once
+            if self._gpu_dirty or self._gpu_index is None:
+                self._gpu_index = _to_gpu(self._index)
+                self._gpu_dirty = False
+        return self._gpu_index if self._gpu_index is not None else self._index
+
+    def ids(self) -> np.ndarray:
+        """All ids in the index (for consistency checks and tests; O(n))."""
+        with self._lock.read():
+            if self.kind == "flat":
+                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            ivf = self._index
+            invlists = ivf.invlists
+            out = []
+            for list_no in range(ivf.nlist):
+                size = invlists.list_size(list_no)
+                if size:
+                    out.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+            return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+    def memory_bytes(self) -> int:
+        """Approximate resident size of the vectors (for metrics)."""
+        per = 4 * self.dim + 8
+        extra = self.params.nlist_for(self.trained_n) * 4 * self.dim if self.kind == "ivf" else 0
+        return self.ntotal * per + extra
