@@ -1,0 +1,1 @@
+"""Experiments and benchmarks that are not tests: run by hand, report numbers."""

@@ -1,0 +1,512 @@
+"""The training loop: ``facegate train --config FILE`` or ``torchrun -m training.train --config FILE``.
+
+One code path for every scale. Single process on CPU is just DDP with a world of
+one: under ``torchrun`` each process drives one GPU, shards the sampler by rank and
+wraps the model in DistributedDataParallel; without it nothing is wrapped.
+
+What a step does: backbone -> embedding -> head (margin logits; optionally Partial-FC
+over a sample of class centres) -> cross-entropy -> backward (GradScaler under AMP on
+CUDA) -> clip the global gradient norm -> optimiser step -> per-step LR schedule.
+
+State that makes ``--resume`` exact: model, head (KappaFace keeps its per-sample
+buffers and margins as buffers, so they are in its state_dict), optimiser, scheduler,
+GradScaler, torch/numpy/python RNG, and the position in the epoch. The sampler's
+order and each sample's augmentation are pure functions of (seed, epoch, position),
+so the resumed run sees exactly the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import DataSource, TrainConfig, load_config
+from training.data.base import ConcatCrops, CropDataset, Subset
+from training.data.samplers import build_sampler, zipf_subset
+from training.data.transforms import Augment
+
+
+# --------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the torchrun process group when launched by torchrun; otherwise a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(cfg: TrainConfig, d: Dist) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda":
+        return torch.device(f"cuda:{d.local_rank}")
+    return torch.device(cfg.device)
+
+
+# --------------------------------------------------------------------------- data
+def build_source(src: DataSource) -> CropDataset:
+    """One configured source as a dataset (no augmentation; the caller sets it on the whole)."""
+    from training.data.lfw import read_people
+
+    if src.kind == "synthetic":
+        from training.data.synthetic import SyntheticFaces
+
+        ds: CropDataset = SyntheticFaces(src.num_classes, src.per_class, seed=src.seed)
+    elif src.kind in ("imagefolder", "lfw"):
+        from training.data.imagefolder import ImageFolderDataset
+
+        people = None
+        if src.people_file is not None:
+            people = read_people(src.people_file)
+        elif src.kind == "lfw" and src.view1_train:
+            people = read_people(Path(src.root) / "peopleDevTrain.txt")  # type: ignore[arg-type]
+        ds = ImageFolderDataset(
+            src.root, people=people, min_images=src.min_images, max_people=src.max_people,  # type: ignore[arg-type]
+            aligned=src.aligned, cache_dir=src.cache_dir,
+        )
+    elif src.kind == "recordio":
+        from training.data.recordio import RecordIODataset
+
+        ds = RecordIODataset(src.root)  # type: ignore[arg-type]
+    else:  # pragma: no cover - pydantic restricts kind
+        raise ValueError(src.kind)
+    if src.long_tail_max is not None:
+        ds = Subset(ds, zipf_subset(ds.labels, src.long_tail_max, src.long_tail_exponent, seed=src.seed))
+    return ds
+
+
+def build_dataset(cfg: TrainConfig) -> CropDataset:
+    parts = [build_source(s) for s in cfg.data.sources]
+    aug = Augment(flip=cfg.data.flip, brightness=cfg.data.color_jitter, contrast=cfg.data.color_jitter,
+                  saturation=cfg.data.color_jitter)
+    ds = parts[0] if len(parts) == 1 else ConcatCrops(parts)
+    ds.augment = aug
+    return ds
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # each worker decodes on one core; N workers = N cores
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    ds: CropDataset, sampler: Any, cfg: TrainConfig, device: torch.device, epoch: int = 0
+) -> torch.utils.data.DataLoader:
+    """A loader for one epoch. Its own generator keeps the global torch RNG untouched (the
+    loader draws a worker base seed from it), so a resumed run's RNG stream matches."""
+    nw = cfg.data.num_workers
+    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
+    return torch.utils.data.DataLoader(
+        generator=gen,
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=nw,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=cfg.data.prefetch_factor if nw > 0 else None,
+        worker_init_fn=_worker_init if nw > 0 else None,
+    )
+
+
+# --------------------------------------------------------------------------- model
+def build_head_for(cfg: TrainConfig, ds: CropDataset) -> nn.Module:
+    """The configured head (KappaFace gets the per-sample/class information it needs)."""
+    from training.heads import build_head
+
+    hyper = dict(cfg.head.hyper)
+    if cfg.head.name == "kappaface":
+        hyper.setdefault("num_samples", len(ds))
+        hyper.setdefault("class_counts", torch.as_tensor(np.bincount(ds.labels, minlength=ds.num_classes)))
+    return build_head(cfg.head.name, cfg.model.embedding_size, ds.num_classes, **hyper)
+
+
+class FaceTrainModule(nn.Module):
+    """backbone + head + loss as one module, so DDP sees a single forward."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, partial_fc: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.partial_fc = partial_fc
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        emb = self.backbone(x)
+        emb = F.normalize(emb.float(), dim=1)
+        if self.partial_fc is not None:
+            logits, labels = self.partial_fc(emb, labels, indices)
+        else:
+            logits = self.head(emb, labels, indices)
+        return F.cross_entropy(logits.float(), labels, ignore_index=-1)
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """LR multiplier per optimiser step: linear warm-up, then cosine / step / poly / constant."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    o = cfg.optim
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        if o.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if o.schedule == "poly":
+            return max(0.0, 1 - t) ** o.poly_power
+        if o.schedule == "step":
+            return o.gamma ** sum(step >= m * total for m in o.milestones)
+        return 1.0
+
+    return f
+
+
+def build_optimizer(cfg: TrainConfig, module: FaceTrainModule, world: int) -> torch.optim.Optimizer:
+    o = cfg.optim
+    lr = o.lr * cfg.batch_size * world / o.lr_batch  # linear scaling rule (arcface_torch: 0.1 per 1024)
+    groups = [
+        {"params": list(module.backbone.parameters()), "lr": lr},
+        {"params": list(module.head.parameters()), "lr": lr * o.head_lr_mult},
+    ]
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=o.weight_decay)
+
+
+# --------------------------------------------------------------------------- state
+def rng_state() -> dict[str, Any]:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def head_margins(head: nn.Module) -> torch.Tensor | None:
+    m = getattr(head, "margins", None)
+    return m.detach().float().cpu() if isinstance(m, torch.Tensor) else None
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    last_checkpoint: Path | None
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    data_summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    """Owns the run: model, data, optimiser, checkpoints, logging."""
+
+    def __init__(self, cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.dist = init_distributed(cfg.device)
+        self.device = pick_device(cfg, self.dist)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed + self.dist.rank)
+        self.progress = progress and self.dist.main
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_dir = self.out_dir / "checkpoints"
+        if self.dist.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out_dir / "config.json")
+
+        self.dataset = build_dataset(cfg)
+        if len(self.dataset) < cfg.batch_size:
+            raise ValueError(f"dataset has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}")
+        self.sampler = build_sampler(self.dataset.labels, cfg.data.sampler, cfg.data.sampler_power, cfg.seed,
+                                     self.dist.rank, self.dist.world)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
+
+        from training.backbones import get_backbone
+
+        backbone = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs)
+        head = build_head_for(cfg, self.dataset)
+        pfc = None
+        if cfg.head.partial_fc < 1.0:
+            from training.heads import PartialFC  # type: ignore[attr-defined]
+
+            pfc = PartialFC(head, cfg.head.partial_fc)
+        self.module = FaceTrainModule(backbone, head, pfc).to(self.device)
+        self.model: nn.Module = self.module
+        if self.dist.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False,
+            )
+        self.optimizer = build_optimizer(cfg, self.module, self.dist.world)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, self.steps_per_epoch))
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[float] = []
+        self.evals: list[dict[str, Any]] = []
+        self.last_ckpt: Path | None = None
+        if resume is not None:
+            self.load_checkpoint(resume)
+        self.writer = None
+        if self.dist.main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out_dir / "tb"))
+            except ImportError:  # tensorboard is a [train] extra; training works without it
+                self.writer = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": "facegate-train-v1",
+            "backbone": self.module.backbone.state_dict(),
+            "head": self.module.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng": rng_state(),
+            "history": self.history,
+            "evals": self.evals,
+            "config": self.cfg.model_dump(mode="json"),
+            "num_classes": self.dataset.num_classes,
+            "data_summary": self.dataset.summary(),
+            "head_hparams": _hparams(self.module.head),
+        }
+
+    def save_checkpoint(self, tag: str | None = None) -> Path | None:
+        if not self.dist.main:
+            return None
+        name = tag or f"step_{self.global_step:08d}"
+        path = self.ckpt_dir / f"{name}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        (self.ckpt_dir / "last.txt").write_text(path.name + "\n")
+        self.last_ckpt = path
+        old = sorted(self.ckpt_dir.glob("step_*.pt"))
+        for p in old[: -self.cfg.keep_checkpoints]:
+            p.unlink(missing_ok=True)
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        path = resolve_checkpoint(path)
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        self.module.backbone.load_state_dict(st["backbone"])
+        self.module.head.load_state_dict(st["head"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        self.epoch, self.step_in_epoch, self.global_step = st["epoch"], st["step_in_epoch"], st["global_step"]
+        self.history = list(st.get("history", []))
+        self.evals = list(st.get("evals", []))
+        set_rng_state(st["rng"])
+        self.last_ckpt = path
+
+    # ------------------------------------------------------------------ loop
+    def _log(self, tag: str, value: float, step: int | None = None) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.global_step if step is None else step)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> float:
+        self.model.train()
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+            loss = self.model(x, y, idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def end_of_epoch(self) -> None:
+        head = self.module.head
+        if hasattr(head, "update_margins"):
+            head.update_margins()
+            m = head_margins(head)
+            if m is not None:
+                self._log("margins/mean", float(m.mean()))
+                self._log("margins/min", float(m.min()))
+                self._log("margins/max", float(m.max()))
+                if self.writer is not None:
+                    self.writer.add_histogram("margins", m, self.global_step)
+
+    def run_eval(self) -> dict[str, Any]:
+        if not self.cfg.eval.pairs or not self.dist.main:
+            return {}
+        from training.evaluate import TorchEmbedder, evaluate_pair_file
+
+        emb = TorchEmbedder(self.module.backbone, self.device)
+        out: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch}
+        for p in self.cfg.eval.pairs:
+            rep = evaluate_pair_file(p, emb, root=self.cfg.eval.root, flip=self.cfg.eval.flip,
+                                     max_pairs=self.cfg.eval.max_pairs, progress=False)
+            key = Path(p).stem
+            out[key] = {"accuracy": rep["accuracy"], "auc": rep["auc"],
+                        "tar_at_far_1e-3": rep["tar_at_far"]["1e-3"]["tar"]}
+            self._log(f"eval/{key}/accuracy", rep["accuracy"])
+            self._log(f"eval/{key}/auc", rep["auc"])
+        self.evals.append(out)
+        return out
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        t0 = time.time()
+        total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, initial=self.global_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+        done = self.global_step >= total_steps
+        while not done and self.epoch < cfg.epochs:
+            self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * cfg.batch_size)
+            loader = make_loader(self.dataset, self.sampler, cfg, self.device, self.epoch)
+            for x, y, idx in loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, dtype=torch.long, non_blocking=True)  # int64: see the 69.08 trap
+                idx = idx.to(self.device, non_blocking=True)
+                loss = self.train_step(x, y, idx)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at step {self.global_step}")
+                self.history.append(loss)
+                self.global_step += 1
+                self.step_in_epoch += 1
+                if self.global_step % cfg.log_every == 0:
+                    self._log("train/loss", loss)
+                    self._log("train/lr", self.optimizer.param_groups[0]["lr"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                    epoch=self.epoch)
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if self.global_step >= total_steps:
+                    done = True
+                    break
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.end_of_epoch()
+                self.epoch += 1
+                self.step_in_epoch = 0
+                if cfg.eval.every_epochs and self.epoch % cfg.eval.every_epochs == 0 and self.epoch < cfg.epochs:
+                    self.run_eval()
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        if cfg.eval.pairs:
+            self.run_eval()
+        path = self.save_checkpoint()
+        if self.dist.main:
+            (self.out_dir / "summary.json").write_text(json.dumps(
+                {"steps": self.global_step, "final_loss": self.history[-1] if self.history else None,
+                 "first_loss": self.history[0] if self.history else None, "evals": self.evals,
+                 "data": self.dataset.summary(), "seconds": time.time() - t0}, indent=2, default=str))
+        if self.writer is not None:
+            self.writer.close()
+        return TrainResult(self.out_dir, path or self.last_ckpt, self.global_step, list(self.history),
+                           list(self.evals), time.time() - t0, self.dataset.summary())
+
+
+def _hparams(head: nn.Module) -> dict[str, Any]:
+    fn = getattr(head, "hparams", None)
+    return dict(fn()) if callable(fn) else {"name": type(head).__name__}
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file, or a run / checkpoints folder (then its latest checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        for d in (path, path / "checkpoints"):
+            if (d / "last.txt").is_file():
+                return d / (d / "last.txt").read_text().strip()
+        raise FileNotFoundError(f"no checkpoint in {path}")
+    return path
+
+
+def load_backbone_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained backbone (eval mode) and the checkpoint's metadata."""
+    from training.backbones import get_backbone
+
+    st = torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=False)
+    cfg = TrainConfig.model_validate(st["config"])
+    net = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs)
+    net.load_state_dict(st["backbone"])
+    net.eval()
+    meta = {k: st[k] for k in ("config", "num_classes", "data_summary", "head_hparams", "evals", "global_step",
+                               "epoch") if k in st}
+    return net, meta
+
+
+def train(cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> TrainResult:
+    """Run training to the end of the configured budget; returns the losses and evaluations."""
+    return Trainer(cfg, resume=resume, progress=progress).fit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``torchrun -m training.train --config FILE [--resume PATH]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, type=Path)
+    ap.add_argument("--resume", type=Path)
+    args = ap.parse_args(argv)
+    res = train(load_config(args.config), args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"steps": res.steps, "last_checkpoint": str(res.last_checkpoint),
+                          "final_loss": res.losses[-1] if res.losses else None}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
