@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     index_hnsw_m: int = Field(32, ge=4)
     index_hnsw_ef_search: int = Field(128, ge=1)
     index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
+    index_ivf_nprobe: int = Field(
+        32, ge=1, description="IVF lists searched per query above index_exact_max (recall vs latency)."
+    )
+    index_ivf_nlist: int = Field(0, ge=0, description="IVF lists (0 = auto, about 4*sqrt(faces)).")
+    index_oversample: int = Field(
+        4, ge=1, description="Identify searches top_k * this many faces before grouping them by identity."
+    )
 
     # --- API, auth ----------------------------------------------------------------------------
     host: str = "127.0.0.1"

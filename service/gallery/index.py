@@ -236,6 +236,19 @@ class VectorIndex:
             else:
                 self._gpu_dirty = True
 
+    def apply(self, remove_ids: np.ndarray, add_ids: np.ndarray, add_vectors: np.ndarray) -> None:
+        """Remove ``remove_ids`` then add vectors, atomically for readers (one write lock),
+        so a face being replaced is never briefly missing from search results."""
+        remove_ids = np.ascontiguousarray(np.asarray(remove_ids, dtype=np.int64))
+        add_ids = np.ascontiguousarray(np.asarray(add_ids, dtype=np.int64))
+        vectors = _as_matrix(add_vectors, self.dim) if len(add_ids) else None
+        with self._lock.write():
+            if len(remove_ids) and self._index.ntotal:
+                self._index.remove_ids(faiss.IDSelectorBatch(remove_ids))
+            if vectors is not None:
+                self._index.add_with_ids(vectors, add_ids)
+            self._gpu_dirty = True
+
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))
         if not len(ids) or not self._index.ntotal:
