@@ -1,14 +1,48 @@
-"""Application factory. Models load at start-up so a bad model fails the start, not a request."""
+"""Application factory. Models load and the database migrates at start-up, so a bad model
+or an unreachable database fails the start, not a request.
+
+Layers, outermost first: request id -> metrics -> CORS (when configured) -> body size
+limit -> routing -> auth (a per-route dependency) -> route. Public: ``/healthz``,
+``/readyz``, ``/v1/info``, the web page (``/`` redirects to ``/ui/``) and the OpenAPI docs.
+``/metrics`` needs an admin key: gallery sizes per collection are tenant information.
+"""
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from service import __version__
+from service.api import routes_faces, routes_gallery, routes_keys, routes_models
+from service.api import schemas as S
+from service.api.auth import KeyStore, Principal, TokenBucketLimiter, hash_key, require
+from service.api.errors import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
+from service.api.metrics import Metrics, MetricsMiddleware
 from service.config import Settings, get_settings
+from service.gallery import Gallery
 from service.pipeline.pipeline import FacePipeline
+
+log = logging.getLogger("facegate.api")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+DESCRIPTION = """
+Face verification (1:1) and identification (1:N).
+
+* Images travel as **multipart** (`image`, and `image2` for the second verify image) or as
+  **base64 in JSON** (same field names, optionally `data:image/...;base64,` URLs); every
+  image-taking route accepts both.
+* Every error has the same envelope: `{"error": {"code", "message", "status", "request_id", "details"}}`.
+* Send the API key in the `X-API-Key` header (configurable). Scopes: `admin`, `enroll`,
+  `verify`, `identify`, `read`.
+"""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -16,21 +50,93 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if not settings.auth_enabled:
+            log.warning(
+                "\n" + "!" * 78 + "\n!!! AUTH IS DISABLED (FACEGATE_AUTH_ENABLED=false): anyone who can reach this "
+                "port\n!!! can enroll, identify and delete. Use this for local development only.\n" + "!" * 78
+            )
         pipeline = FacePipeline(settings)
-        pipeline.load()
+        await run_in_threadpool(pipeline.load)
+        pipeline.on_batch = app.state.metrics.on_batch
+        gallery = Gallery(settings)
+        await run_in_threadpool(gallery.start)
         app.state.pipeline = pipeline
-        yield
-        pipeline.close()
+        app.state.gallery = gallery
+        boot = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
+        app.state.keys = KeyStore(gallery, hash_key(boot) if boot else None)
+        if boot and settings.auth_enabled:
+            log.warning("the bootstrap admin key (FACEGATE_BOOTSTRAP_ADMIN_KEY) is accepted; create real keys "
+                        "with `facegate keys create` and remove it")
+        try:
+            yield
+        finally:
+            pipeline.close()
+            await run_in_threadpool(gallery.close)
 
-    app = FastAPI(title="facegate", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="facegate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={},
+    )
     app.state.settings = settings
+    app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
+    app.state.metrics = Metrics(app.state)
 
-    @app.get("/healthz", tags=["health"])
+    install_error_handlers(app)
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+            allow_headers=["*"], expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+
+    for r in (routes_faces.router, routes_gallery.router, routes_models.router, routes_keys.router):
+        app.include_router(r)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
-    def readyz() -> dict:
-        return {"status": "ready", "models": app.state.pipeline.loaded_models()}
+    @app.get("/readyz", tags=["health"], summary="Readiness: models loaded and database reachable",
+             responses={503: {"model": S.ErrorEnvelope}})
+    async def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, object] = {}
+        ok = True
+        pipeline = getattr(request.app.state, "pipeline", None)
+        loaded = pipeline.loaded_models() if pipeline else {}
+        models_ok = settings.detector in loaded and settings.recognizer in loaded
+        checks["models"] = {"ok": models_ok, "loaded": sorted(loaded)}
+        ok &= models_ok
+        try:
+            await run_in_threadpool(request.app.state.gallery.list_collections, counts=False)
+            checks["database"] = {"ok": True}
+        except Exception as e:  # noqa: BLE001 - readiness reports, it does not raise
+            checks["database"] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+            ok = False
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+                            status_code=200 if ok else 503)
 
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics (admin key)",
+             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+    def metrics(request: Request, _: Principal = Depends(require("admin"))) -> Response:
+        return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/info", tags=["health"], response_model=S.ServiceInfo, summary="Public facts the web page needs")
+    def info() -> dict:
+        return {
+            "name": "facegate", "version": __version__, "auth_enabled": settings.auth_enabled,
+            "api_key_header": settings.api_key_header, "default_recognizer": settings.recognizer,
+            "default_detector": settings.detector,
+        }
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
     return app

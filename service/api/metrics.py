@@ -1,0 +1,126 @@
+"""Prometheus metrics (prometheus-client), one registry per app.
+
+A registry per app rather than the global default: tests build several apps in one
+process and the default registry refuses duplicate metric names. With several uvicorn
+workers each process serves its own numbers (scrape them per process, or run one worker
+per container, which is how the compose file runs it).
+
+Route labels use the route's path template (``/v1/collections/{collection_id}``), never
+the raw path, so ids cannot blow up label cardinality; unmatched paths count as
+``<unmatched>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("facegate.metrics")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class _GalleryCollector:
+    """Gallery size and batcher queue depth, read at scrape time (never stale)."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.state = app_state
+
+    def collect(self):
+        size = GaugeMetricFamily("facegate_gallery_faces", "Enrolled faces per collection.", labels=["collection"])
+        idents = GaugeMetricFamily(
+            "facegate_gallery_identities", "Enrolled identities per collection.", labels=["collection"]
+        )
+        indexed = GaugeMetricFamily(
+            "facegate_index_vectors", "Vectors in this process's FAISS indexes.", labels=["collection_model"]
+        )
+        gallery = getattr(self.state, "gallery", None)
+        if gallery is not None:
+            try:
+                gs = gallery.gallery_size()
+                for cid, c in gs.per_collection.items():
+                    size.add_metric([cid], c.get("faces", 0))
+                    idents.add_metric([cid], c.get("identities", 0))
+                for k, n in gs.indexed.items():
+                    indexed.add_metric([k], n)
+            except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
+                log.warning("gallery size unavailable for metrics", exc_info=True)
+        yield size
+        yield idents
+        yield indexed
+        q = GaugeMetricFamily("facegate_embed_queue_depth", "Crops waiting in the recognizers' micro-batchers.")
+        pipeline = getattr(self.state, "pipeline", None)
+        q.add_metric([], pipeline.queue_depth() if pipeline is not None else 0)
+        yield q
+
+
+class Metrics:
+    def __init__(self, app_state: Any) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "facegate_http_requests", "HTTP requests by route, method and status.",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "facegate_http_request_duration_seconds", "Request latency by route and method.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.faces_embedded = Counter(
+            "facegate_faces_embedded", "Faces embedded, by recognizer.", ["model"], registry=r
+        )
+        self.batch_size = Histogram(
+            "facegate_embed_batch_size", "Crops per recognizer micro-batch.", ["model"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("facegate_http_requests_in_flight", "Requests being served.", registry=r)
+        r.register(_GalleryCollector(app_state))
+
+    def on_batch(self, model: str, size: int) -> None:
+        """Hooked to ``FacePipeline.on_batch``: every recognizer run, with its batch size."""
+        self.batch_size.labels(model).observe(size)
+        self.faces_embedded.labels(model).inc(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (after routing, so the template is known)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        m = self.metrics
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m.in_flight.dec()
+            route = scope.get("route")
+            path = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+            if path.startswith("/ui") and path != "/ui":
+                path = "/ui/*"
+            method = scope.get("method", "-")
+            m.requests.labels(path, method, str(status)).inc()
+            m.latency.labels(path, method).observe(time.perf_counter() - start)
