@@ -24,6 +24,9 @@ from service.errors import FacegateError
 app = typer.Typer(help="facegate: face verification and identification.", no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="List, inspect and add model cards.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+from service.api.keys_cli import keys_app  # noqa: E402 - typer group; imports nothing heavy
+
+app.add_typer(keys_app, name="keys")
 console = Console()
 
 DetectorOpt = typer.Option(None, "--detector", help="Detector model name (default: FACEGATE_DETECTOR).")
