@@ -60,8 +60,8 @@ def count_params_flops(
     Parameters include frozen ones (IResNet's BN1d scale); MACs are conv + linear unless
     ``include_elementwise``.
 
-    Runs one forward pass of a batch of 2 (BatchNorm1d refuses a batch of 1 in training mode;
-    we switch to eval anyway and restore the mode afterwards). Divide MACs by 1e9 for GMACs.
+    Runs one forward pass of a single image in eval mode (BatchNorm1d refuses a batch of 1 in
+    training mode) and restores the previous mode. Divide MACs by 1e9 for GMACs.
     """
     total = 0
     handles = []
@@ -78,7 +78,7 @@ def count_params_flops(
     try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        model(torch.zeros(2, 3, *input_size, device=device))
+        model(torch.zeros(1, 3, *input_size, device=device))
     finally:
         for h in handles:
             h.remove()
