@@ -1,0 +1,122 @@
+"""API test fixtures: the real app (real models, real database) on the shared photos.
+
+One app per module where possible (start-up loads the models and migrates the database,
+about a second), and helpers to post images as multipart or base64 JSON. The gallery
+suites run on SQLite and, when FACEGATE_TEST_POSTGRES_URL is set, again on PostgreSQL in
+a fresh schema (the same scheme as tests/gallery).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.config import Settings
+
+PG_ENV = "FACEGATE_TEST_POSTGRES_URL"
+ADMIN_KEY = "test-bootstrap-admin-key-0123456789"
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+#: Identities with several photos: the first ones are enrolled, the last is held out.
+ENROLLED = ["alex_lacamoire", "biden", "deepface_p10", "deepface_p11", "deepface_p12", "deepface_p13",
+            "kit_harington", "obama", "rose_leslie"]
+#: People with a single photo, never enrolled: identify must answer unknown.
+STRANGERS = ["kate_siegel", "lin_manuel_miranda", "paul_rudd", "shea_whigham"]
+
+
+def photos(faces_dir: Path, who: str) -> list[Path]:
+    return sorted(p for p in (faces_dir / who).iterdir() if p.suffix in (".jpg", ".png"))
+
+
+def b64(path: Path, data_url: bool = False) -> str:
+    s = base64.b64encode(path.read_bytes()).decode()
+    return f"data:image/jpeg;base64,{s}" if data_url else s
+
+
+def files(**paths: Path | list[Path]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """Multipart parts: files(image=p) or files(image=[p1, p2], image2=p3)."""
+    out = []
+    for field, ps in paths.items():
+        for p in ps if isinstance(ps, list) else [ps]:
+            ctype = "image/png" if p.suffix == ".png" else "image/jpeg"
+            out.append((field, (p.name, p.read_bytes(), ctype)))
+    return out
+
+
+def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    kw: dict[str, Any] = dict(
+        data_dir=data_dir,
+        database_url=database_url,
+        bootstrap_admin_key=ADMIN_KEY,
+        index_use_gpu=False,
+        rate_limit_per_minute=0,
+        sqlite_busy_timeout_ms=20_000,
+    )
+    kw.update(overrides)
+    return Settings(**kw)
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[TestClient]:
+    """The app with its lifespan (models loaded, database migrated) for the block."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+def assert_error(r, status: int, code: str) -> dict:
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    body = r.json()
+    err = body["error"]
+    assert err["code"] == code, body
+    assert err["status"] == status
+    assert err["request_id"] and r.headers.get("x-request-id") == err["request_id"]
+    assert isinstance(err["message"], str) and err["message"]
+    return err
+
+
+def with_pg_options(url: str, *options: str) -> str:
+    u = sa.make_url(url)
+    existing = u.query.get("options", "")
+    if isinstance(existing, tuple):
+        existing = " ".join(existing)
+    opts = " ".join([existing, *options]).strip()
+    return u.update_query_dict({"options": opts}).render_as_string(hide_password=False)
+
+
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh database URL: SQLite in ``tmp``, or a fresh PostgreSQL schema."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'facegate.db'}"
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is unset: PostgreSQL variant of the API tests skipped (CI sets it)")
+    schema = f"api_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield with_pg_options(base, f"-csearch_path={schema}")
+    finally:
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory, test_data) -> Iterator[TestClient]:
+    """A module-wide app on SQLite with auth on (bootstrap admin key), no rate limit."""
+    tmp = tmp_path_factory.mktemp("api")
+    with running(make_settings(tmp)) as client:
+        yield client
