@@ -440,3 +440,49 @@ def test_registry_builds_every_head_with_hparams() -> None:
     assert isinstance(build_head("arcface", 8, 3, sample_rate=1.0), ArcFaceHead)
     with pytest.raises(KeyError, match="unknown head"):
         build_head("adaface", 8, 3)
+
+
+# ------------------------------------------------------------------ KappaFace under DDP
+def _ddp_kappa_worker(rank: int, world: int, port: int, queue) -> None:  # pragma: no cover - child process
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        head = KappaFaceHead(4, 3, class_counts=[2, 2, 2]).train()
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(100 + rank))  # different data per rank
+        head(x, torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]) + rank)
+        head.update_margins()
+        queue.put((rank, head.memory.clone(), head.memory_labels.clone(), head.margins.clone()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_kappaface_memory_is_identical_on_every_ddp_rank() -> None:
+    """Each rank sees different samples; after the all-gather every rank holds all of them."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_ddp_kappa_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        results = sorted((queue.get(timeout=120) for _ in procs), key=lambda r: r[0])
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+    (_, mem0, lab0, marg0), (_, mem1, lab1, marg1) = results
+    assert lab0.tolist() == [0, 0, 1, 1, 2, 2]  # rank 0 wrote 0, 2, 4; rank 1 wrote 1, 3, 5
+    assert torch.equal(mem0, mem1) and torch.equal(lab0, lab1) and torch.equal(marg0, marg1)
+    assert torch.allclose(mem0.norm(dim=1), torch.ones(6))
