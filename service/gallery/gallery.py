@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,6 +58,7 @@ from service.errors import (
     JobNotFound,
     ModelMismatch,
     NotFound,
+    StorageUnavailable,
 )
 from service.gallery.db import WRITE_OPTION, make_engine, mapped_errors, migrate
 from service.gallery.index import IndexParams, VectorIndex
@@ -228,6 +230,14 @@ class Gallery:
         if self._engine is not None and self._engine_arg is None:
             self._engine.dispose()
         self._engine = self._wengine = None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for background index rebuilds and re-embed threads; True if all finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in list(self._threads):
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self._threads = [t for t in self._threads if t.is_alive()]
+        return not self._threads
 
     def __enter__(self) -> Gallery:
         return self.start()
@@ -1362,12 +1372,19 @@ class Gallery:
         """Jobs 'running' with no progress for a while belong to a dead process: mark
         them failed so they can be restarted (which resumes where they stopped)."""
         cutoff = utcnow() - _JOB_STALE
-        with self._tx(write=True) as s:
-            s.execute(
-                sa.update(JobRow)
-                .where(JobRow.status == "running", JobRow.updated_at < cutoff)
-                .values(status="failed", error="interrupted (process stopped)", updated_at=utcnow())
-            )
+        stale = (JobRow.status == "running", JobRow.updated_at < cutoff)
+        with self._tx() as s:
+            if s.scalar(sa.select(sa.func.count()).where(*stale)) == 0:
+                return  # the usual case: no write at start-up (a read-only replica can start)
+        try:
+            with self._tx(write=True) as s:
+                s.execute(
+                    sa.update(JobRow)
+                    .where(*stale)
+                    .values(status="failed", error="interrupted (process stopped)", updated_at=utcnow())
+                )
+        except StorageUnavailable:
+            log.warning("cannot mark interrupted jobs failed: the database is read-only")
 
     @staticmethod
     def _job_record(r: JobRow) -> Job:

@@ -16,6 +16,8 @@ numpy only; no effect on the service at run time.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -23,11 +25,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def _rotation(dim: int) -> np.ndarray:
+    q = np.linalg.qr(np.random.default_rng(12345).standard_normal((dim, dim)))[0]
+    return q.astype(np.float32)
+
+
 def identity_centres(n: int, dim: int = 512, *, seed: int = 0, alpha: float = 0.6) -> np.ndarray:
     """``n`` unit identity centres with an anisotropic spectrum (eigenvalue_i ~ i^-alpha)."""
     rng = np.random.default_rng(seed)
     scale = (np.arange(1, dim + 1, dtype=np.float32) ** (-alpha / 2)).astype(np.float32)
-    rot = np.linalg.qr(rng.standard_normal((dim, dim)).astype(np.float32))[0].astype(np.float32)
+    rot = _rotation(dim)  # real embeddings' principal axes are not the coordinate axes
     out = np.empty((n, dim), np.float32)
     for i in range(0, n, 65536):
         g = rng.standard_normal((min(65536, n - i), dim), dtype=np.float32) * scale
