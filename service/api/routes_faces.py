@@ -37,7 +37,6 @@ MAX_BATCH_IMAGES = 32
 @router.post(
     "/detect",
     response_model=S.DetectResponse,
-    response_model_exclude_none=True,
     summary="Detect faces: bbox, 5 landmarks, score and quality",
     openapi_extra=image_body_openapi(
         S.DetectParams,
@@ -104,7 +103,6 @@ async def embed_route(
 @router.post(
     "/verify",
     response_model=S.VerifyResponse,
-    response_model_exclude_none=True,
     summary="1:1 verification: is the face in `image` the same person as ...?",
     description="Compare `image` with one of: a second image (`image2`), an embedding (`embedding`, "
     "made by `model`), or an enrolled identity (`identity_id` + `collection_id`; the collection's "
@@ -211,7 +209,6 @@ async def verify(
 @router.post(
     "/identify",
     response_model=S.IdentifyResponse,
-    response_model_exclude_none=True,
     summary="1:N identification of every face in the probe image",
     description="For each face of `image` (largest first), the top-k enrolled identities, scored per "
     "identity by their best face (`max`) or the mean over their faces (`mean`). `unknown` is true "

@@ -27,7 +27,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FaceOut(BaseModel):
+class DetectedFace(BaseModel):
     """One detected face, in original-image pixel coordinates."""
 
     bbox: list[float] = Field(..., description="[x, y, width, height]")
@@ -40,10 +40,15 @@ class FaceOut(BaseModel):
         description="size (shorter bbox side, px), blur (variance of Laplacian, higher = sharper), "
         "yaw/pitch/roll (degrees, estimated from the landmarks).",
     )
-    image_index: int | None = Field(None, description="Which image of a batch the face is from (/v1/embed).")
-    embedding: list[float] | None = Field(None, description="L2-normalised embedding (/v1/embed only).")
 
     model_config = ConfigDict(json_schema_extra={"example": _FACE_EXAMPLE})
+
+
+class FaceOut(DetectedFace):
+    """A detected face with its embedding (/v1/embed)."""
+
+    image_index: int | None = Field(None, description="Which image of a batch the face is from (/v1/embed).")
+    embedding: list[float] | None = Field(None, description="L2-normalised embedding (/v1/embed only).")
 
 
 class ImageInfo(BaseModel):
@@ -58,7 +63,7 @@ class DetectParams(Strict):
 
 
 class DetectResponse(BaseModel):
-    faces: list[FaceOut]
+    faces: list[DetectedFace]
     model: str = Field(..., description="Detector that found the faces.")
     image: ImageInfo
 
@@ -97,7 +102,7 @@ class VerifyParams(Strict):
     strict: bool = Field(False, description="Fail with multiple_faces instead of using the largest face.")
 
 
-class UsedFace(FaceOut):
+class UsedFace(DetectedFace):
     faces_found: int = Field(..., description="Faces detected in that image.")
     face_index: int = Field(0, description="Index (largest first) of the face used: always 0, the largest.")
 
@@ -234,7 +239,7 @@ class Candidate(BaseModel):
 
 
 class IdentifiedFace(BaseModel):
-    face: FaceOut
+    face: DetectedFace
     unknown: bool = Field(..., description="True when no candidate reaches the threshold.")
     best: Candidate | None = Field(None, description="Top candidate when not unknown.")
     candidates: list[Candidate]
