@@ -43,3 +43,56 @@ def shared_models(test_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def lfw_dir(test_data: Path) -> Path:
     return test_data / "lfw112"
+
+
+#: The shared reference models, registered under these names by ``shared_registry``:
+#: name -> (file, preset for recognizers).
+SHARED_MODELS = {
+    "yunet-fp32": ("face_detection_yunet_2023mar.onnx", None),
+    "yunet-2026may": ("face_detection_yunet_2026may.onnx", None),
+    "scrfd-2.5g": ("scrfd_2.5g_bnkps.onnx", None),
+    "rfb-320": ("version-RFB-320.onnx", None),
+    "sface-clean": ("face_recognition_sface_2021dec_int8bq_clean.onnx", "sface"),
+    "mbf-paddle": ("mobilefacenet_paddle_128d.onnx", "paddle"),
+}
+
+
+@pytest.fixture(scope="session")
+def shared_registry(tmp_path_factory, shared_models: Path):
+    """A models dir holding the default pack's cards plus cards for every shared model (linked, not copied)."""
+    import shutil
+
+    from service.cards import Registry
+    from service.cli import PRESETS
+    from service.config import REPO_MODELS_DIR
+    from service.modelinspect import card_from_onnx
+
+    root = tmp_path_factory.mktemp("models")
+    for card_dir in REPO_MODELS_DIR.iterdir():
+        if (card_dir / "model.json").is_file():
+            shutil.copytree(card_dir, root / card_dir.name)
+    reg = Registry(root)
+    for name, (file, preset) in SHARED_MODELS.items():
+        color, mean, std = PRESETS[preset] if preset else ("RGB", 127.5, 127.5)
+        card = card_from_onnx(shared_models / file, name, color=color, mean=mean, std=std, family_hint=preset or "")
+        reg.save(card)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def make_pipeline(shared_registry):
+    """Factory: a FacePipeline over the shared registry with the given settings overrides."""
+    from service.config import Settings
+    from service.pipeline.pipeline import FacePipeline
+
+    made = []
+
+    def make(**overrides):
+        s = Settings(models_dir=shared_registry.models_dir, **overrides)
+        p = FacePipeline(s, shared_registry)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()

@@ -66,7 +66,7 @@ def _header_size(data: bytes) -> tuple[int, int, str]:
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 mode = im.mode
-                orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
+                orientation = _orientation(im) if im.format in ("JPEG", "MPO", "WEBP", "TIFF") else 1
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"image header declares too many pixels: {e}") from e
     except Exception as e:  # noqa: BLE001 - any header parse failure means corrupt input
@@ -74,6 +74,14 @@ def _header_size(data: bytes) -> tuple[int, int, str]:
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return w, h, mode
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation tag, 1 when absent or unreadable (a broken EXIF block is not a broken image)."""
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def _jpeg_truncated(data: bytes) -> bool:
