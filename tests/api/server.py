@@ -1,0 +1,80 @@
+"""A real ``facegate serve`` process on a free loopback port, for tests that need HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``facegate serve --host 127.0.0.1 --port P`` with FACEGATE_* env; start/kill/stop."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "FACEGATE_LOG_LEVEL": "warning",
+                    **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 60.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        script = Path(sys.executable).parent / "facegate"  # the installed console script
+        launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
+        cmd = [*launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        self._logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no flushing — a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self._close_log()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        f = getattr(self, "_logf", None)
+        if f and not f.closed:
+            f.close()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
