@@ -158,8 +158,30 @@ def _from_pairs(name: str, pairs: Sequence[tuple[str, str, bool, int | None]], l
     )
 
 
+def stratified_folds(issame: np.ndarray, n_folds: int = 10) -> np.ndarray:
+    """Fold ids for a pair list without protocol folds: same and different pairs dealt
+    round-robin, so every fold holds both kinds (View 1 files list all same pairs first,
+    where contiguous folds would hold one kind only)."""
+    folds = np.zeros(issame.size, dtype=int)
+    for v in (True, False):
+        idx = np.flatnonzero(issame == v)
+        folds[idx] = np.arange(idx.size) % n_folds
+    return folds
+
+
+def _with_folds(ps: PairSet) -> PairSet:
+    if ps.folds is None or np.unique(ps.folds).size < 2:
+        ps.folds = stratified_folds(ps.issame)
+    return ps
+
+
 def load_pair_set(path: Path, root: Path | None = None) -> PairSet:
-    """Any supported pair file -> :class:`PairSet` (unique images + pair indices + folds)."""
+    """Any supported pair file -> :class:`PairSet` (unique images + pair indices + folds).
+
+    Folds: from the file (LFW ``pairs.txt``, a CSV ``fold`` column); ``.bin`` files get
+    InsightFace's 10 contiguous folds (``folds=None``); other fold-less files get 10
+    stratified folds (:func:`stratified_folds`).
+    """
     path = Path(path)
     if path.suffix == ".bin":
         with open(path, "rb") as f:
@@ -188,10 +210,11 @@ def load_pair_set(path: Path, root: Path | None = None) -> PairSet:
                 raise ValueError(f"{path}: need columns a,b,same or path1,path2,issame")
             fold = r.get("fold")
             pairs.append((a, b, str(same).strip().lower() in ("1", "true", "yes"), int(fold) if fold else None))
-        return _from_pairs(path.stem, pairs, _image_loader(base))
+        return _with_folds(_from_pairs(path.stem, pairs, _image_loader(base)))
     from training.data.lfw import read_pairs
 
-    return _from_pairs(path.stem, [(p.a, p.b, p.same, p.fold) for p in read_pairs(path)], _image_loader(base))
+    pairs_txt = [(p.a, p.b, p.same, p.fold) for p in read_pairs(path)]
+    return _with_folds(_from_pairs(path.stem, pairs_txt, _image_loader(base)))
 
 
 def embed_keys(ps: PairSet, embedder: CropEmbedder, flip: bool = False, batch: int = 256,

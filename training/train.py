@@ -126,8 +126,8 @@ def make_loader(
     nw = cfg.data.num_workers
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
     return torch.utils.data.DataLoader(
-        generator=gen,
         ds,
+        generator=gen,
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=nw,
@@ -148,23 +148,24 @@ def build_head_for(cfg: TrainConfig, ds: CropDataset) -> nn.Module:
     if cfg.head.name == "kappaface":
         hyper.setdefault("num_samples", len(ds))
         hyper.setdefault("class_counts", torch.as_tensor(np.bincount(ds.labels, minlength=ds.num_classes)))
+    if cfg.head.partial_fc < 1.0:
+        hyper["sample_rate"] = cfg.head.partial_fc  # build_head wraps the head in PartialFC
     return build_head(cfg.head.name, cfg.model.embedding_size, ds.num_classes, **hyper)
 
 
 class FaceTrainModule(nn.Module):
     """backbone + head + loss as one module, so DDP sees a single forward."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, partial_fc: nn.Module | None = None) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.partial_fc = partial_fc
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         emb = self.backbone(x)
         emb = F.normalize(emb.float(), dim=1)
-        if self.partial_fc is not None:
-            logits, labels = self.partial_fc(emb, labels, indices)
+        if hasattr(self.head, "forward_sampled"):  # PartialFC: compact logits over the sampled centres
+            logits, labels, _ = self.head.forward_sampled(emb, labels, indices)
         else:
             logits = self.head(emb, labels, indices)
         return F.cross_entropy(logits.float(), labels, ignore_index=-1)
@@ -244,7 +245,16 @@ class TrainResult:
 class Trainer:
     """Owns the run: model, data, optimiser, checkpoints, logging."""
 
-    def __init__(self, cfg: TrainConfig, resume: Path | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: Path | None = None,
+        progress: bool = True,
+        backbone: nn.Module | None = None,
+        dataset: CropDataset | None = None,
+    ) -> None:
+        """``backbone`` / ``dataset`` override the configured ones (experiments with a custom
+        network or a pre-built data set); checkpoints of such runs need the same override to load."""
         self.cfg = cfg
         self.dist = init_distributed(cfg.device)
         self.device = pick_device(cfg, self.dist)
@@ -258,7 +268,7 @@ class Trainer:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out_dir / "config.json")
 
-        self.dataset = build_dataset(cfg)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
         if len(self.dataset) < cfg.batch_size:
             raise ValueError(f"dataset has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}")
         self.sampler = build_sampler(self.dataset.labels, cfg.data.sampler, cfg.data.sampler_power, cfg.seed,
@@ -267,14 +277,11 @@ class Trainer:
 
         from training.backbones import get_backbone
 
-        backbone = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs)
+        if backbone is None:
+            backbone = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
+                                    **cfg.model.backbone_kwargs)
         head = build_head_for(cfg, self.dataset)
-        pfc = None
-        if cfg.head.partial_fc < 1.0:
-            from training.heads import PartialFC  # type: ignore[attr-defined]
-
-            pfc = PartialFC(head, cfg.head.partial_fc)
-        self.module = FaceTrainModule(backbone, head, pfc).to(self.device)
+        self.module = FaceTrainModule(backbone, head).to(self.device)
         self.model: nn.Module = self.module
         if self.dist.world > 1:
             self.model = nn.parallel.DistributedDataParallel(

@@ -108,3 +108,24 @@ class Subset(CropDataset):
         out = super().summary()
         out["base"] = self.base.summary()
         return out
+
+
+class InMemory(CropDataset):
+    """Decode every crop once and keep it in RAM (small sets on few cores: no JPEG work per epoch).
+
+    lfw112's ~9.5k View 1 training crops take ~360 MB as uint8.
+    """
+
+    def __init__(self, base: CropDataset, progress: bool = False) -> None:
+        from tqdm import tqdm
+
+        self.base = base
+        self.augment = base.augment
+        self.labels = np.asarray(base.labels, dtype=np.int64)
+        self._crops = [base.load(i)[0] for i in tqdm(range(len(base)), desc="decoding", disable=not progress)]
+
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        return self._crops[index], int(self.labels[index])
+
+    def summary(self) -> dict[str, Any]:
+        return self.base.summary()
