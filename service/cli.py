@@ -76,6 +76,26 @@ def serve(
 
 
 @app.command()
+def config(
+    markdown: bool = typer.Option(False, "--markdown", help="Print the defaults as the README's Markdown table."),
+) -> None:
+    """Every configuration knob with its current value (secrets masked)."""
+    from service.config import settings_table
+
+    if markdown:
+        print("| variable | default | what it does |\n|---|---|---|")
+        for env, value, desc in settings_table(None):
+            print(f"| `{env}` | `{value}` | {desc} |")
+        return
+    t = Table(title="facegate configuration (FACEGATE_* env vars or .env)")
+    for col in ("variable", "value", "what it does"):
+        t.add_column(col)
+    for row in settings_table(Settings()):
+        t.add_row(*row)
+    console.print(t)
+
+
+@app.command()
 def detect(
     image: Path = typer.Argument(..., exists=True, dir_okay=False),
     detector: Optional[str] = DetectorOpt,

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/facegate.db (WAL mode)."
     )
-    sqlite_busy_timeout_ms: int = Field(10_000, ge=0)
+    sqlite_busy_timeout_ms: int = Field(10_000, ge=0, description="How long a SQLite writer waits for the lock.")
 
     # --- models -----------------------------------------------------------------------
     models_dir: Path = Field(REPO_MODELS_DIR, description="Folder of models/<name>/model.json cards.")
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     flip_test: bool = Field(False, description="Embed image + mirror and sum (slower, slightly more accurate).")
 
     # --- image limits -------------------------------------------------------------------
-    max_image_bytes: int = Field(15 * 1024 * 1024, ge=1)
+    max_image_bytes: int = Field(15 * 1024 * 1024, ge=1, description="Largest accepted image file (413 above).")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Checked from the header before decoding.")
     decode_reduce_min_side: int = Field(
         1536, ge=0, description="Large JPEGs decode at 1/2..1/8 while the longest side stays >= this (0 = off)."
@@ -52,8 +52,8 @@ class Settings(BaseSettings):
 
     # --- detection ------------------------------------------------------------------------
     det_max_side: int = Field(1024, ge=64, description="Photos are downscaled to this longest side for detection.")
-    det_score_threshold: float = Field(0.6, ge=0, le=1)
-    det_nms_threshold: float = Field(0.4, ge=0, le=1)
+    det_score_threshold: float = Field(0.6, ge=0, le=1, description="Detector confidence below which a box is dropped.")
+    det_nms_threshold: float = Field(0.4, ge=0, le=1, description="IoU above which overlapping boxes are merged.")
     min_face_size: int = Field(16, ge=0, description="Faces smaller than this (shorter bbox side, px) are dropped.")
     max_faces: int = Field(0, ge=0, description="Keep at most this many faces (0 = all).")
 
@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     )
 
     # --- quality gate for enrollment ------------------------------------------------------
-    enroll_min_face_size: int = Field(48, ge=0)
-    enroll_min_det_score: float = Field(0.75, ge=0, le=1)
+    enroll_min_face_size: int = Field(48, ge=0, description="Enrollment refuses faces smaller than this (face_too_small).")
+    enroll_min_det_score: float = Field(0.75, ge=0, le=1, description="Enrollment refuses weaker detections (low_quality).")
     enroll_min_blur: float = Field(15.0, ge=0, description="Variance of Laplacian of the aligned crop.")
 
     # --- decisions --------------------------------------------------------------------------
@@ -72,8 +72,8 @@ class Settings(BaseSettings):
 
     # --- gallery index ------------------------------------------------------------------------
     index_exact_max: int = Field(200_000, ge=0, description="Exact search up to this many faces, HNSW above.")
-    index_hnsw_m: int = Field(32, ge=4)
-    index_hnsw_ef_search: int = Field(128, ge=1)
+    index_hnsw_m: int = Field(32, ge=4, description="HNSW graph degree for large galleries.")
+    index_hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth (recall vs latency).")
     index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
     index_ivf_nprobe: int = Field(
         32, ge=1, description="IVF lists searched per query above index_exact_max (recall vs latency)."
@@ -84,16 +84,16 @@ class Settings(BaseSettings):
     )
 
     # --- API, auth ----------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)
+    host: str = Field("127.0.0.1", description="Bind address of `facegate serve`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of `facegate serve`.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads the models).")
     auth_enabled: bool = Field(True, description="The only switch that turns auth off (local development only).")
-    api_key_header: str = "X-API-Key"
+    api_key_header: str = Field("X-API-Key", description="Header that carries the API key.")
     bootstrap_admin_key: SecretStr | None = Field(None, description="Admin key accepted on first start.")
     rate_limit_per_minute: int = Field(600, ge=0, description="Requests per key per minute (0 = unlimited).")
     max_request_bytes: int = Field(40 * 1024 * 1024, ge=1, description="Whole request body limit.")
     cors_origins: list[str] = Field([], description="Allowed CORS origins; empty = CORS off.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")
 
     @field_validator("data_dir", "models_dir")
     @classmethod
@@ -105,6 +105,23 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'facegate.db').resolve()}"
+
+
+def settings_table(settings: Settings | None = None, markdown: bool = True) -> list[tuple[str, str, str]]:
+    """(env var, value, description) for every knob; secrets masked. Feeds ``facegate config`` and the README."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name) if settings else field.default
+        if isinstance(value, SecretStr):
+            value = "***" if value.get_secret_value() else ""
+        elif name == "models_dir" and settings is None:
+            value = "models/ (the repository's)"
+        elif isinstance(value, list):
+            value = ",".join(value) if value else "(empty)"
+        elif value is None:
+            value = "(unset)"
+        rows.append((f"FACEGATE_{name.upper()}", str(value), field.description or ""))
+    return rows
 
 
 @lru_cache(maxsize=1)
