@@ -153,6 +153,8 @@ async def _parse_json(request: Request, max_bytes: int) -> ImageRequest:
         body = json.loads(raw) if raw else None
     except ValueError as e:
         raise InvalidRequest(f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # e.g. 100k nested '[': json.loads overflows the stack
+        raise InvalidRequest("the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("the JSON body must be an object")
     out = ImageRequest(kind="json")
