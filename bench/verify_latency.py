@@ -1,0 +1,225 @@
+"""End-to-end ``POST /v1/verify`` latency over HTTP vs the in-process pipeline, as a ratio.
+
+What is compared, for the same image pairs:
+
+* **in-process**: ``FacePipeline.analyze(a, largest_only=True)``, the same for ``b``, one dot
+  product and the threshold look-up: what a Python caller of the library pays.
+* **in-process, parallel**: the same work the server does for a verify (the two images
+  decoded, detected and aligned concurrently on two threads, one embedding batch of two):
+  the ratio against it is the pure cost of HTTP + FastAPI + auth.
+* **HTTP**: a real ``facegate serve`` (uvicorn) on loopback with auth on, and an httpx
+  client posting both images as multipart: parsing, auth, threadpool hops, JSON, TCP.
+
+The two are measured interleaved, pair by pair (one in-process call, then one HTTP call,
+with the server idle during the in-process call), because timings on small shared
+machines drift by ±30 % from minute to minute: interleaving makes the ratio robust to
+that drift. Target: HTTP p50 and p99 at most 1.2x the in-process ones (the
+plain sequential call; the ratio to the parallel variant is reported beside it). The run is bounded
+by ``--budget`` seconds of measurement (default 45) plus server start-up: well under 2 min.
+
+Usage::
+
+    FACEGATE_TEST_DATA=../shared/data python bench/verify_latency.py [--budget 50] [--pairs 8]
+
+Writes ``bench/results/verify_latency.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "verify_latency.json"
+KEY = "bench-bootstrap-admin-key-0123456789"
+TARGET = 1.2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_pairs(faces_dir: Path, n: int) -> list[tuple[Path, Path, bool]]:
+    """n pairs from pairs.csv, half same-person and half different, deterministic."""
+    with open(faces_dir / "pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    same = [r for r in rows if r["same"] == "1"]
+    diff = [r for r in rows if r["same"] == "0"]
+    rng = np.random.default_rng(0)
+    chosen = [same[i] for i in rng.choice(len(same), n // 2, replace=False)]
+    chosen += [diff[i] for i in rng.choice(len(diff), n - n // 2, replace=False)]
+    return [(faces_dir / r["a"], faces_dir / r["b"], r["same"] == "1") for r in chosen]
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "FACEGATE_BOOTSTRAP_ADMIN_KEY": KEY,
+           "FACEGATE_RATE_LIMIT_PER_MINUTE": "0", "FACEGATE_LOG_LEVEL": "warning", "FACEGATE_WORKERS": "1"}
+    script = Path(sys.executable).parent / "facegate"
+    launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
+    proc = subprocess.Popen([*launcher, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/readyz"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not become ready in 60 s")
+
+
+def stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "min": float(a.min())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("FACEGATE_TEST_DATA", "../shared/data")))
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--budget", type=float, default=45.0, help="Seconds of measurement (after warm-up).")
+    ap.add_argument("--max-rounds", type=int, default=40)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    faces_dir = args.data / "faces"
+    if not (faces_dir / "pairs.csv").is_file():
+        print(f"no {faces_dir}/pairs.csv: set FACEGATE_TEST_DATA or --data", file=sys.stderr)
+        return 2
+
+    from service.config import Settings
+    from service.pipeline.pipeline import FacePipeline
+
+    pairs = pick_pairs(faces_dir, args.pairs)
+    blobs = [(a.read_bytes(), b.read_bytes(), same) for a, b, same in pairs]
+    settings = Settings(rate_limit_per_minute=0)
+    pipeline = FacePipeline(settings)
+    pipeline.load()
+
+    def in_process(a: bytes, b: bytes) -> bool:
+        ea = pipeline.analyze(a, largest_only=True)[0]
+        eb = pipeline.analyze(b, largest_only=True)[0]
+        thr, _ = pipeline.threshold(ea.model)
+        return float(ea.embedding @ eb.embedding) >= thr
+
+    pool = ThreadPoolExecutor(2)
+
+    def prep(data: bytes):
+        img = pipeline.decode(data)
+        return pipeline.align(img, pipeline.faces_for_embedding(img)[0])
+
+    def in_process_parallel(a: bytes, b: bytes) -> bool:
+        fa, fb = pool.submit(prep, a), pool.submit(prep, b)
+        emb = pipeline.embed([fa.result(), fb.result()])
+        thr, _ = pipeline.threshold()
+        return float(emb[0] @ emb[1]) >= thr
+
+    tmp = Path(tempfile.mkdtemp(prefix="facegate-bench-"))
+    port = free_port()
+    t_start = time.monotonic()
+    server = start_server(tmp, port)
+    startup_s = time.monotonic() - t_start
+    local_ms: list[float] = []
+    par_ms: list[float] = []
+    http_ms: list[float] = []
+    agree = 0
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=30) as client:
+
+            def over_http(a: bytes, b: bytes) -> bool:
+                r = client.post("/v1/verify", files={"image": ("a.jpg", a, "image/jpeg"),
+                                                      "image2": ("b.jpg", b, "image/jpeg")})
+                r.raise_for_status()
+                return r.json()["same"]
+
+            for a, b, _ in blobs[:3]:  # warm-up both paths (allocators, ORT arenas, connection)
+                in_process(a, b)
+                in_process_parallel(a, b)
+                over_http(a, b)
+            deadline = time.monotonic() + args.budget
+            rounds = 0
+            while time.monotonic() < deadline and rounds < args.max_rounds:
+                for a, b, same in blobs:
+                    t0 = time.perf_counter()
+                    d_local = in_process(a, b)
+                    t1 = time.perf_counter()
+                    d_http = over_http(a, b)
+                    t2 = time.perf_counter()
+                    d_par = in_process_parallel(a, b)
+                    t3 = time.perf_counter()
+                    local_ms.append((t1 - t0) * 1000)
+                    http_ms.append((t2 - t1) * 1000)
+                    par_ms.append((t3 - t2) * 1000)
+                    agree += int(d_local == d_http == d_par == same)
+                rounds += 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        pipeline.close()
+        pool.shutdown()
+
+    loc, web, par = stats(local_ms), stats(http_ms), stats(par_ms)
+    ratio = {k: web[k] / loc[k] for k in ("p50", "p90", "p99", "mean")}
+    ratio_par = {k: web[k] / par[k] for k in ("p50", "p90", "p99", "mean")}
+    ok = ratio["p50"] <= TARGET and ratio["p99"] <= TARGET
+    print(f"\n/v1/verify end-to-end vs in-process pipeline — {loc['n']} calls each over {len(blobs)} pairs, "
+          f"{os.cpu_count()} CPUs, server start {startup_s:.1f} s\n")
+    print(f"{'':18}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
+    print(f"{'in-process':18}{loc['p50']:>10.1f}{loc['p90']:>10.1f}{loc['p99']:>10.1f}{loc['mean']:>10.1f}")
+    print(f"{'in-process par.':18}{par['p50']:>10.1f}{par['p90']:>10.1f}{par['p99']:>10.1f}{par['mean']:>10.1f}")
+    print(f"{'HTTP /v1/verify':18}{web['p50']:>10.1f}{web['p90']:>10.1f}{web['p99']:>10.1f}{web['mean']:>10.1f}")
+    print(f"{'ratio HTTP/seq.':18}{ratio['p50']:>10.2f}{ratio['p90']:>10.2f}{ratio['p99']:>10.2f}{ratio['mean']:>10.2f}")
+    r2 = ratio_par
+    print(f"{'ratio HTTP/par.':18}{r2['p50']:>10.2f}{r2['p90']:>10.2f}{r2['p99']:>10.2f}{r2['mean']:>10.2f}")
+    print(f"\ntarget ratio <= {TARGET} at p50 and p99: {'PASS' if ok else 'FAIL'}; "
+          f"decisions matching ground truth on both paths: {agree}/{loc['n']}")
+    result = {
+        "benchmark": "verify_latency",
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "models": {"detector": settings.detector, "recognizer": settings.recognizer},
+        "pairs": [[str(a.relative_to(faces_dir)), str(b.relative_to(faces_dir)), s] for a, b, s in pairs],
+        "in_process_ms": loc,
+        "in_process_parallel_ms": par,
+        "http_ms": web,
+        "ratio": ratio,
+        "ratio_vs_parallel": ratio_par,
+        "target_ratio": TARGET,
+        "pass": ok,
+        "server_startup_s": startup_s,
+        "decisions_correct": agree,
+        "method": "interleaved pair by pair (sequential in-process, HTTP, parallel in-process); HTTP = real uvicorn on loopback, auth on, multipart, httpx keep-alive",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
