@@ -457,7 +457,9 @@ def _ddp_kappa_worker(rank: int, world: int, port: int, queue) -> None:  # pragm
         x = torch.randn(3, 4, generator=torch.Generator().manual_seed(100 + rank))  # different data per rank
         head(x, torch.tensor([0, 1, 2]), torch.tensor([0, 2, 4]) + rank)
         head.update_margins()
-        queue.put((rank, head.memory.clone(), head.memory_labels.clone(), head.margins.clone()))
+        # Plain lists, not tensors: a tensor would travel as a shared-memory handle that dies
+        # with this process if it exits before the parent reads it.
+        queue.put((rank, head.memory.tolist(), head.memory_labels.tolist(), head.margins.tolist()))
     finally:
         dist.destroy_process_group()
 
@@ -483,6 +485,31 @@ def test_kappaface_memory_is_identical_on_every_ddp_rank() -> None:
         for p in procs:
             p.join(timeout=30)
     (_, mem0, lab0, marg0), (_, mem1, lab1, marg1) = results
-    assert lab0.tolist() == [0, 0, 1, 1, 2, 2]  # rank 0 wrote 0, 2, 4; rank 1 wrote 1, 3, 5
-    assert torch.equal(mem0, mem1) and torch.equal(lab0, lab1) and torch.equal(marg0, marg1)
-    assert torch.allclose(mem0.norm(dim=1), torch.ones(6))
+    assert lab0 == [0, 0, 1, 1, 2, 2]  # rank 0 wrote 0, 2, 4; rank 1 wrote 1, 3, 5
+    assert mem0 == mem1 and lab0 == lab1 and marg0 == marg1
+    assert torch.allclose(torch.tensor(mem0).norm(dim=1), torch.ones(6))
+
+
+@pytest.mark.parametrize("name", ["cosface", "arcface", "combined", "kappaface"])
+def test_margin_heads_pass_gradcheck(name: str) -> None:
+    """The in-place target replacement gives exact gradients (float64 finite differences)."""
+    torch.manual_seed(0)
+    kw = {"class_counts": [1, 2, 3, 4]} if name == "kappaface" else {}
+    head = build_head(name, 5, 4, **kw).double().eval()
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 3, 1])
+    assert torch.autograd.gradcheck(lambda e, w: _with_weight(head, w)(e, y), (x, head.weight.detach().clone().requires_grad_()))
+
+
+def test_combined_acos_path_passes_gradcheck() -> None:
+    torch.manual_seed(0)
+    head = build_head("combined", 5, 4, m1=1.4, m2=0.1, m3=0.1).double()
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: head(e, torch.tensor([0, 3, 1])), (x,))
+
+
+def _with_weight(head: torch.nn.Module, weight: torch.Tensor):
+    def run(e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(head, {"weight": weight}, (e, y))
+
+    return run

@@ -18,7 +18,7 @@ Conventions (as in InsightFace ``arcface_torch``):
 * labels are int64 class indices; a label of ``-1`` means "no positive class here" (e.g. a
   sample whose class centre lives on another rank): its row gets no margin, and
   ``cross_entropy(..., ignore_index=-1)`` skips it.
-* the head math always runs in fp32 (autocast disabled): cosines near 1 and ``acos``/``sqrt``
+* the head math always runs in at least fp32 (autocast disabled): cosines near 1 and ``acos``/``sqrt``
   of them are where fp16 loses the margin.
 * embeddings are L2-normalised here even if the caller already did it (idempotent and cheap),
   so the raw backbone output can be passed directly.
@@ -118,7 +118,8 @@ class CosineHead(ClassifierHead):
     def cosines(self, embeddings: torch.Tensor, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         """cos θ (N, C'), clamped to [-1, 1] so ``acos``/``sqrt`` downstream stay finite."""
         weight = self.weight if class_ids is None else self.weight[class_ids]
-        cos = F.normalize(embeddings.float(), dim=1) @ F.normalize(weight.float(), dim=1).t()
+        dtype = torch.promote_types(embeddings.dtype, torch.float32)  # fp16/bf16 -> fp32, fp64 stays
+        cos = F.normalize(embeddings.to(dtype), dim=1) @ F.normalize(weight.to(dtype), dim=1).t()
         return cos.clamp(-1.0, 1.0)
 
     def logits_for(
@@ -136,8 +137,10 @@ class CosineHead(ClassifierHead):
                 cols = labels[rows]
                 global_cls = cols if class_ids is None else class_ids[cols]
                 new_target = self.target_logit(cos[rows, cols], global_cls).to(cos.dtype)
-                # Out-of-place index_put keeps autograd simple (no in-place edit of a saved tensor).
-                cos = cos.index_put((rows, cols), new_target)
+                # In place: with millions of classes an (N, C) copy per step is real memory. Safe
+                # for autograd because clamp saved its input, not this output, and cos[rows, cols]
+                # above is a copy (advanced indexing).
+                cos.index_put_((rows, cols), new_target)
             return cos * self.s
 
     def hparams(self) -> dict[str, Any]:
