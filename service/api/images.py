@@ -112,7 +112,7 @@ def _maybe_json(value: str) -> Any:
     if v[:1] in "[{":
         try:
             return json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):  # too deep is not JSON we accept either
             return value
     return value
 
