@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas as S
@@ -26,6 +26,8 @@ from service.gallery import EnrollFace
 router = APIRouter(prefix="/v1/collections", tags=["gallery"], responses=S.ERROR_RESPONSES)
 
 MAX_ENROLL_IMAGES = 16
+#: Face ids are 64-bit database integers; a larger path value is a 422, not an OverflowError (500).
+FACE_ID = Path(..., ge=-(2**63), le=2**63 - 1)
 
 
 def _coll(c) -> dict:
@@ -245,7 +247,7 @@ async def list_faces(
     response_class=Response, responses={200: {"content": {"image/png": {}}}},
 )
 async def face_crop(
-    request: Request, collection_id: str, face_id: int, principal: Principal = Depends(require("read"))
+    request: Request, collection_id: str, face_id: int = FACE_ID, principal: Principal = Depends(require("read"))
 ) -> Response:
     principal.check_collection(collection_id)
     png = await run_in_threadpool(gallery_of(request).get_face_crop, collection_id, face_id)
@@ -254,7 +256,7 @@ async def face_crop(
 
 @router.delete("/{collection_id}/faces/{face_id}", status_code=204, summary="Delete one face")
 async def delete_face(
-    request: Request, collection_id: str, face_id: int, principal: Principal = Depends(require("enroll"))
+    request: Request, collection_id: str, face_id: int = FACE_ID, principal: Principal = Depends(require("enroll"))
 ) -> Response:
     principal.check_collection(collection_id)
     await run_in_threadpool(gallery_of(request).delete_face, collection_id, face_id)
