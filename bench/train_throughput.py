@@ -8,7 +8,9 @@ Synthetic input (random 112x112 images, random labels) so it measures compute, n
     python bench/train_throughput.py --models mbf,r18,r50,r100 --batch 64 --steps 20
 
 Timings on shared 2-core machines move by +-30 % from minute to minute (see FACTS.md): compare
-backbones measured in one run, as ratios; the load average at start and end is recorded.
+backbones measured in one run, as ratios; the load average at start and end is recorded, and so
+is process CPU time per step (with ``--threads 1`` on a busy machine, samples per CPU-second is
+the better estimate of what the code does on idle cores).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def bench_one(
     times: list[float] = []
     loss = float("nan")
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for i in range(steps):
         t0 = time.perf_counter()
         loss = step()
@@ -88,6 +91,7 @@ def bench_one(
         if i >= 1 and time.perf_counter() - start > budget_s:
             break
     total = sum(times)
+    cpu_total = time.process_time() - cpu_start
     times_sorted = sorted(times)
     return {
         "model": name,
@@ -103,6 +107,10 @@ def bench_one(
         "seconds_per_step_median": times_sorted[len(times) // 2],
         "samples_per_s": batch * len(times) / total,
         "samples_per_s_best_step": batch / times_sorted[0],
+        # Process CPU time: on a shared machine wall time includes waiting for the cores; with
+        # one thread, samples per CPU-second is close to what an idle machine would give.
+        "cpu_seconds_per_step": cpu_total / len(times),
+        "samples_per_cpu_s": batch * len(times) / cpu_total if cpu_total > 0 else None,
         "final_loss": loss,
     }
 
@@ -140,7 +148,7 @@ def print_table(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
             print(r)
         return
     table = Table(title=f"Training throughput ({info['device']}, torch {info['torch_version']}, {info['torch_threads']} threads)")
-    for col in ("model", "Mparams", "GMACs", "batch", "AMP", "steps", "s/step", "samples/s", "best step"):
+    for col in ("model", "Mparams", "GMACs", "batch", "AMP", "steps", "s/step", "samples/s", "best step", "per CPU-s"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
         table.add_row(
@@ -153,6 +161,7 @@ def print_table(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
             f"{r['seconds_per_step_mean']:.3f}",
             f"{r['samples_per_s']:.1f}",
             f"{r['samples_per_s_best_step']:.1f}",
+            f"{r['samples_per_cpu_s']:.1f}" if r["samples_per_cpu_s"] else "-",
         )
     Console(width=max(100, Console().width)).print(table)
 
