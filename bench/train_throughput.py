@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.backbones import count_params_flops, get_backbone  # noqa: E402
-from training.heads import build_head  # noqa: E402
+from training.backbones import count_params_flops, get_backbone
+from training.heads import build_head
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 
@@ -58,7 +58,10 @@ def bench_one(
     backbone = backbone.to(device).train()
     head = build_head("arcface", 512, num_classes, s=64.0, m=0.5).to(device).train()
     opt = torch.optim.SGD(
-        [{"params": backbone.parameters()}, {"params": head.parameters()}], lr=0.1, momentum=0.9, weight_decay=5e-4
+        [{"params": backbone.parameters()}, {"params": head.parameters()}],
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     x = torch.randn(batch, 3, 112, 112, device=device)
@@ -147,8 +150,21 @@ def print_table(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
         for r in results:
             print(r)
         return
-    table = Table(title=f"Training throughput ({info['device']}, torch {info['torch_version']}, {info['torch_threads']} threads)")
-    for col in ("model", "Mparams", "GMACs", "batch", "AMP", "steps", "s/step", "samples/s", "best step", "per CPU-s"):
+    table = Table(
+        title=f"Training throughput ({info['device']}, torch {info['torch_version']}, {info['torch_threads']} threads)"
+    )
+    for col in (
+        "model",
+        "Mparams",
+        "GMACs",
+        "batch",
+        "AMP",
+        "steps",
+        "s/step",
+        "samples/s",
+        "best step",
+        "per CPU-s",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in results:
         table.add_row(
@@ -173,14 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", type=int, default=1000, help="ArcFace head size")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps (default 1 on CPU, 5 on CUDA)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on CPU, 30 on CUDA)")
-    p.add_argument("--budget", type=float, default=40.0, help="stop timing a model after this many seconds (>= 2 steps)")
+    p.add_argument(
+        "--budget", type=float, default=40.0, help="stop timing a model after this many seconds (>= 2 steps)"
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
@@ -194,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     results = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        print(f"benchmarking {name} (batch {args.batch}, {warmup} warm-up + up to {steps} timed steps) ...", flush=True)
+        print(
+            f"benchmarking {name} (batch {args.batch}, {warmup} warm-up + up to {steps} timed steps) ...",
+            flush=True,
+        )
         results.append(bench_one(name, args.batch, args.classes, warmup, steps, args.budget, device, amp))
     print_table(results, info)
 

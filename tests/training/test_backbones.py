@@ -7,7 +7,7 @@ import torch
 
 torch_flop = pytest.importorskip("torch.utils.flop_counter")
 
-from training.backbones import (  # noqa: E402
+from training.backbones import (
     IResNet,
     MobileFaceNet,
     canonical_name,
@@ -16,7 +16,6 @@ from training.backbones import (  # noqa: E402
     get_backbone,
     list_backbones,
 )
-
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -29,9 +28,16 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
 # Parameter counts of the arcface_torch definitions with 512-d embeddings (r50: the "43.6 M"
 # quoted for arcface_torch's r50; structure checked layer by layer against the original).
-EXPECTED_PARAMS = {"r18": 24_025_600, "r34": 34_139_328, "r50": 43_590_848, "r100": 65_156_160, "mbf": 2_059_520}
+EXPECTED_PARAMS = {
+    "r18": 24_025_600,
+    "r34": 34_139_328,
+    "r50": 43_590_848,
+    "r100": 65_156_160,
+    "mbf": 2_059_520,
+}
 # GMACs quoted in FACTS.md (conv + linear multiply-accumulates at 112x112).
 EXPECTED_GMACS = {"mbf": 0.44, "r50": 6.31, "r100": 12.09}
 
@@ -126,14 +132,29 @@ def test_iresnet_embedding_bn_scale_is_frozen_at_one(models: dict[str, torch.nn.
 
 def test_state_dict_keys_follow_arcface_torch_layout(models: dict[str, torch.nn.Module]) -> None:
     r50 = models["r50"].state_dict()
-    for key in ("conv1.weight", "prelu.weight", "layer1.0.bn1.running_mean", "layer1.0.downsample.0.weight",
-                "layer3.13.conv2.weight", "layer4.2.bn3.bias", "bn2.weight", "fc.weight", "fc.bias",
-                "features.running_var"):
+    for key in (
+        "conv1.weight",
+        "prelu.weight",
+        "layer1.0.bn1.running_mean",
+        "layer1.0.downsample.0.weight",
+        "layer3.13.conv2.weight",
+        "layer4.2.bn3.bias",
+        "bn2.weight",
+        "fc.weight",
+        "fc.bias",
+        "features.running_var",
+    ):
         assert key in r50, key
     assert r50["fc.weight"].shape == (512, 512 * 7 * 7)
     mbf = models["mbf"].state_dict()
-    for key in ("layers.0.layers.0.weight", "layers.2.layers.1.layers.0.weight", "conv_sep.layers.2.weight",
-                "features.layers.0.layers.0.weight", "features.layers.2.weight", "features.layers.3.running_mean"):
+    for key in (
+        "layers.0.layers.0.weight",
+        "layers.2.layers.1.layers.0.weight",
+        "conv_sep.layers.2.weight",
+        "features.layers.0.layers.0.weight",
+        "features.layers.2.weight",
+        "features.layers.3.running_mean",
+    ):
         assert key in mbf, key
     assert "features.layers.2.bias" not in mbf  # the GDC linear is bias-free
 

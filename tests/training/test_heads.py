@@ -4,13 +4,12 @@ example, Partial FC, registry. Expected numbers are computed with ``math``, not 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 
 from training.heads import (
     ArcFaceHead,
@@ -25,7 +24,6 @@ from training.heads import (
 )
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """One intra-op thread for this module, restored afterwards: the tensors are tiny, and on a
@@ -35,6 +33,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+pytestmark = pytest.mark.filterwarnings("error::UserWarning")
 
 S = 64.0
 CENTRE_ANGLES = [0.0, math.pi / 2, math.pi, 3 * math.pi / 2]  # 4 classes on the unit circle
@@ -109,7 +110,7 @@ def test_arcface_target_logit_monotonic_decreasing_in_theta() -> None:
     head = _circle_head(ArcFaceHead, m=0.5)
     thetas = [math.pi * i / 400 for i in range(401)]
     values = [_target(head, t) for t in thetas]
-    assert all(b < a for a, b in zip(values, values[1:])), "target logit must strictly decrease with θ"
+    assert all(b < a for a, b in itertools.pairwise(values)), "target logit must strictly decrease with θ"
     # without the fallback cos(θ + m) would rise again past π − m:
     assert math.cos(3.0 + 0.5) > math.cos(2.6 + 0.5)
 
@@ -161,7 +162,7 @@ def test_combined_general_formula_and_monotonic() -> None:
         assert _target(head, theta) == pytest.approx(S * (math.cos(m1 * theta + m2) - m3), abs=2e-3)
     theta_star = (math.pi - m2) / m1
     values = [_target(head, math.pi * i / 300) for i in range(301)]
-    assert all(b < a for a, b in zip(values, values[1:]))
+    assert all(b < a for a, b in itertools.pairwise(values))
     # continuous at θ* = (π − m2)/m1, where cos(m1θ + m2) = −1
     assert _target(head, theta_star + 1e-3) == pytest.approx(S * (-1 - m3), abs=0.1)
 
@@ -196,10 +197,19 @@ D = 3
 
 
 def _class_samples(n: int, a: float) -> list[list[float]]:
-    return [[math.sin(a) * math.cos(2 * math.pi * j / n), math.sin(a) * math.sin(2 * math.pi * j / n), math.cos(a)] for j in range(n)]
+    return [
+        [
+            math.sin(a) * math.cos(2 * math.pi * j / n),
+            math.sin(a) * math.sin(2 * math.pi * j / n),
+            math.cos(a),
+        ]
+        for j in range(n)
+    ]
 
 
-def _kappa_inputs(counts: list[int], spread: list[float]) -> tuple[torch.Tensor, torch.Tensor, list[list[list[float]]]]:
+def _kappa_inputs(
+    counts: list[int], spread: list[float]
+) -> tuple[torch.Tensor, torch.Tensor, list[list[list[float]]]]:
     feats = [_class_samples(n, a) for n, a in zip(counts, spread)]
     x = torch.tensor([v for cls in feats for v in cls])
     y = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)])
@@ -257,14 +267,21 @@ def test_kappaface_weights_step_by_step() -> None:
     assert w_s == pytest.approx([0.75, 0.5, 0.0])  # n/K = 1/3, 1/2, 1
     w_k = [1 - 1 / (1 + math.exp(-0.4 * v)) for v in z]
     assert margins == pytest.approx([0.8 * (0.7 * s + 0.3 * k) for s, k in zip(w_s, w_k)])
-    from training.heads.kappaface import concentration_weight, sample_size_weight, standardise, vmf_concentration
+    from training.heads.kappaface import (
+        concentration_weight,
+        sample_size_weight,
+        standardise,
+        vmf_concentration,
+    )
 
     r = torch.tensor([math.cos(a) for a in SPREAD])
     assert vmf_concentration(r, 3).tolist() == pytest.approx(kappas, rel=1e-4)
     kz = standardise(torch.tensor(kappas), torch.ones(3, dtype=torch.bool))
     assert kz.tolist() == pytest.approx(z, rel=1e-4)
     assert concentration_weight(kz, 0.4).tolist() == pytest.approx(w_k, rel=1e-4)
-    assert sample_size_weight(torch.tensor(COUNTS, dtype=torch.float32)).tolist() == pytest.approx(w_s, abs=1e-6)
+    assert sample_size_weight(torch.tensor(COUNTS, dtype=torch.float32)).tolist() == pytest.approx(
+        w_s, abs=1e-6
+    )
 
 
 def test_kappaface_fewer_samples_and_more_spread_get_larger_margins() -> None:
@@ -347,7 +364,9 @@ def _heads(num_classes: int) -> list[torch.nn.Module]:
     ]
 
 
-@pytest.mark.parametrize("idx", range(6), ids=["softmax", "normface", "cosface", "arcface", "combined", "kappaface"])
+@pytest.mark.parametrize(
+    "idx", range(6), ids=["softmax", "normface", "cosface", "arcface", "combined", "kappaface"]
+)
 def test_partial_fc_rate_one_equals_full_head(idx: int) -> None:
     torch.manual_seed(idx)
     full = _heads(40)[idx].train()
@@ -396,7 +415,9 @@ def test_partial_fc_sampled_logits_equal_full_head_columns(idx: int) -> None:
     unsampled[ids] = False
     assert torch.all(wide[:, unsampled] == pfc.fill_value)
     # the wide form is a drop-in for cross-entropy with global labels
-    assert float(F.cross_entropy(wide, y).detach()) == pytest.approx(float(F.cross_entropy(compact, local).detach()), rel=1e-6)
+    assert float(F.cross_entropy(wide, y).detach()) == pytest.approx(
+        float(F.cross_entropy(compact, local).detach()), rel=1e-6
+    )
 
 
 def test_partial_fc_unsampled_centres_get_no_gradient_and_eval_uses_all() -> None:
@@ -498,7 +519,9 @@ def test_margin_heads_pass_gradcheck(name: str) -> None:
     head = build_head(name, 5, 4, **kw).double().eval()
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 3, 1])
-    assert torch.autograd.gradcheck(lambda e, w: _with_weight(head, w)(e, y), (x, head.weight.detach().clone().requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda e, w: _with_weight(head, w)(e, y), (x, head.weight.detach().clone().requires_grad_())
+    )
 
 
 def test_combined_acos_path_passes_gradcheck() -> None:

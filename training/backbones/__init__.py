@@ -9,7 +9,7 @@ The training loop, export and the model card refer to a backbone by a short name
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -20,11 +20,11 @@ from training.backbones.mobilefacenet import MobileFaceNet, mobilefacenet, mobil
 __all__ = [
     "IResNet",
     "MobileFaceNet",
-    "get_backbone",
-    "list_backbones",
     "canonical_name",
     "count_params",
     "count_params_flops",
+    "get_backbone",
+    "list_backbones",
 ]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {

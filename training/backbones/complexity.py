@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["count_params_flops", "count_params"]
+__all__ = ["count_params", "count_params_flops"]
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -19,12 +19,12 @@ Differences from a torchvision ResNet, all deliberate in the original:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-__all__ = ["IBasicBlock", "IResNet", "iresnet18", "iresnet34", "iresnet50", "iresnet100", "IRESNET_LAYERS"]
+__all__ = ["IRESNET_LAYERS", "IBasicBlock", "IResNet", "iresnet18", "iresnet34", "iresnet50", "iresnet100"]
 
 #: Blocks per stage for each depth (stage widths are always 64/128/256/512).
 IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
@@ -63,7 +63,9 @@ class IBasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(inplanes, eps=_BN_EPS)
         self.conv1 = _conv3x3(inplanes, planes)

@@ -23,7 +23,13 @@ class ConvBlock(nn.Module):
     """conv -> BN -> PReLU (the non-linear unit of every stage)."""
 
     def __init__(
-        self, in_c: int, out_c: int, kernel: _Pair = (1, 1), stride: _Pair = (1, 1), padding: _Pair = (0, 0), groups: int = 1
+        self,
+        in_c: int,
+        out_c: int,
+        kernel: _Pair = (1, 1),
+        stride: _Pair = (1, 1),
+        padding: _Pair = (0, 0),
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
@@ -40,7 +46,13 @@ class LinearBlock(nn.Module):
     """conv -> BN with no activation: the linear bottleneck projection of an inverted residual."""
 
     def __init__(
-        self, in_c: int, out_c: int, kernel: _Pair = (1, 1), stride: _Pair = (1, 1), padding: _Pair = (0, 0), groups: int = 1
+        self,
+        in_c: int,
+        out_c: int,
+        kernel: _Pair = (1, 1),
+        stride: _Pair = (1, 1),
+        padding: _Pair = (0, 0),
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.layers = nn.Sequential(
@@ -84,9 +96,19 @@ class DepthWise(nn.Module):
 class Residual(nn.Module):
     """``num_block`` stride-1 inverted residuals with identity shortcuts at constant width ``c``."""
 
-    def __init__(self, c: int, num_block: int, groups: int, kernel: _Pair = (3, 3), stride: _Pair = (1, 1), padding: _Pair = (1, 1)) -> None:
+    def __init__(
+        self,
+        c: int,
+        num_block: int,
+        groups: int,
+        kernel: _Pair = (3, 3),
+        stride: _Pair = (1, 1),
+        padding: _Pair = (1, 1),
+    ) -> None:
         super().__init__()
-        self.layers = nn.Sequential(*(DepthWise(c, c, True, kernel, stride, padding, groups) for _ in range(num_block)))
+        self.layers = nn.Sequential(
+            *(DepthWise(c, c, True, kernel, stride, padding, groups) for _ in range(num_block))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

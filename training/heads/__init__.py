@@ -10,7 +10,8 @@ Every head maps (embeddings (N, D), int64 labels (N,)[, sample indices (N,)]) to
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

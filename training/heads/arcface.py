@@ -24,7 +24,12 @@ class ArcFaceHead(CosineHead):
     name = "arcface"
 
     def __init__(
-        self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5, easy_margin: bool = False
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        m: float = 0.5,
+        easy_margin: bool = False,
     ) -> None:
         super().__init__(embedding_size, num_classes, s)
         self.m = float(m)

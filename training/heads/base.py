@@ -50,14 +50,18 @@ class ClassifierHead(nn.Module):
     def __init__(self, embedding_size: int, num_classes: int) -> None:
         super().__init__()
         if embedding_size <= 0 or num_classes <= 0:
-            raise ValueError(f"embedding_size and num_classes must be positive, got {embedding_size}, {num_classes}")
+            raise ValueError(
+                f"embedding_size and num_classes must be positive, got {embedding_size}, {num_classes}"
+            )
         self.embedding_size = embedding_size
         self.num_classes = num_classes
         # arcface_torch initialises centres with N(0, 0.01): only their direction matters for
         # cosine heads, and small values keep the plain-softmax head's initial logits near 0.
         self.weight = nn.Parameter(torch.normal(0.0, 0.01, (num_classes, embedding_size)))
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (N, C) for ``F.cross_entropy(logits, labels, ignore_index=-1)``.
 
         ``indices`` (N,) are the dataset sample indices; only heads with per-sample state

@@ -40,7 +40,8 @@ buffer and compute the same margins (ranks must use equal per-rank batch sizes, 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -50,10 +51,10 @@ from training.heads.base import CosineHead, arc_margin_target
 
 __all__ = [
     "KappaFaceHead",
-    "vmf_concentration",
-    "standardise",
     "concentration_weight",
     "sample_size_weight",
+    "standardise",
+    "vmf_concentration",
 ]
 
 
@@ -155,7 +156,9 @@ class KappaFaceHead(CosineHead):
         seen = self.memory_labels >= 0
         labels = self.memory_labels[seen]
         unit = F.normalize(self.memory[seen].float(), dim=1)
-        sums = torch.zeros(self.num_classes, self.embedding_size, device=unit.device).index_add_(0, labels, unit)
+        sums = torch.zeros(self.num_classes, self.embedding_size, device=unit.device).index_add_(
+            0, labels, unit
+        )
         n = torch.bincount(labels, minlength=self.num_classes).to(unit.dtype)
         valid = n >= 2
         rbar = torch.where(valid, sums.norm(dim=1) / n.clamp_min(1.0), torch.zeros_like(n))
@@ -178,7 +181,9 @@ class KappaFaceHead(CosineHead):
         if indices.numel() == 0:
             return
         if int(indices.min()) < 0 or int(indices.max()) >= self.num_samples:
-            raise IndexError(f"sample indices must be in [0, {self.num_samples}); got {int(indices.min())}..{int(indices.max())}")
+            raise IndexError(
+                f"sample indices must be in [0, {self.num_samples}); got {int(indices.min())}..{int(indices.max())}"
+            )
         old = self.memory[indices]
         first = (self.memory_labels[indices] < 0).unsqueeze(1)
         self.memory[indices] = torch.where(first, z, self.alpha * old + (1.0 - self.alpha) * z)
@@ -193,12 +198,18 @@ class KappaFaceHead(CosineHead):
         indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.training and indices is not None:
-            global_labels = labels if class_ids is None else torch.where(labels >= 0, class_ids[labels.clamp_min(0)], labels)
+            global_labels = (
+                labels
+                if class_ids is None
+                else torch.where(labels >= 0, class_ids[labels.clamp_min(0)], labels)
+            )
             self.update_memory(embeddings, global_labels, indices)
         return super().logits_for(embeddings, labels, class_ids, indices)
 
     def target_logit(self, cos_target: torch.Tensor, target_classes: torch.Tensor) -> torch.Tensor:
-        return arc_margin_target(cos_target, self.margins[target_classes].to(cos_target.dtype), self.easy_margin)
+        return arc_margin_target(
+            cos_target, self.margins[target_classes].to(cos_target.dtype), self.easy_margin
+        )
 
     def hparams(self) -> dict[str, Any]:
         return {

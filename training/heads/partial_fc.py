@@ -71,7 +71,9 @@ class PartialFC(nn.Module):
         return self.training and self.sample_rate < 1.0
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, labels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(class_ids, local_labels)``.
 
         ``class_ids`` are the sorted sampled class indices (all positive classes of ``labels``
@@ -102,7 +104,9 @@ class PartialFC(nn.Module):
         class_ids, local = self.sample(labels)
         return self.head.logits_for(embeddings, local, class_ids, indices), local, class_ids
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Full-width (N, C) logits; unsampled classes hold ``fill_value``. Labels stay global."""
         if not self._samples():
             return self.head(embeddings, labels, indices)
