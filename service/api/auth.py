@@ -46,6 +46,8 @@ KEY_RE = re.compile(r"^fg_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 #: through this process takes effect at once (the cache entry is dropped); one made by
 #: another process or replica takes effect within this many seconds.
 KEY_CACHE_TTL_S = 5.0
+#: ``last_used_at`` is written at most this often per key and process.
+TOUCH_INTERVAL_S = 60.0
 
 
 def hash_key(secret: str) -> str:
@@ -132,6 +134,7 @@ class KeyStore:
     gallery: object  # service.gallery.Gallery; typed loosely to keep import order simple
     bootstrap_hash: str | None = None
     _cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    _touched: dict[str, float] = field(default_factory=dict)  # key id -> last last_used_at write
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, name: str, scopes: Sequence[str], collections: Sequence[str] | None = None):
@@ -176,10 +179,14 @@ class KeyStore:
         )
         with self._lock:
             self._cache[digest] = (now, principal)
-        try:
-            self.gallery.touch_api_key(found.id)
-        except Exception:  # noqa: BLE001 - bookkeeping must never fail a request
-            log.debug("could not record use of key %s", found.id, exc_info=True)
+            due = now - self._touched.get(found.id, -1e9) >= TOUCH_INTERVAL_S
+            if due:
+                self._touched[found.id] = now
+        if due:  # last_used_at is coarse on purpose: no write transaction per request
+            try:
+                self.gallery.touch_api_key(found.id, min_interval_s=TOUCH_INTERVAL_S)
+            except Exception:  # bookkeeping must never fail a request
+                log.debug("could not record use of key %s", found.id, exc_info=True)
         return principal
 
 

@@ -9,7 +9,6 @@ a few seconds (its verified-key cache, see ``service.api.auth.KEY_CACHE_TTL_S``)
 from __future__ import annotations
 
 import json
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -36,8 +35,8 @@ def _fail(e: FacegateError) -> None:
 @keys_app.command("create")
 def create(
     name: str = typer.Option(..., "--name", help="Who or what uses the key."),
-    scope: List[str] = typer.Option(..., "--scope", help="admin, enroll, verify, identify, read (repeatable)."),
-    collection: Optional[List[str]] = typer.Option(
+    scope: list[str] = typer.Option(..., "--scope", help="admin, enroll, verify, identify, read (repeatable)."),
+    collection: list[str] | None = typer.Option(
         None, "--collection", help="Restrict the key to this collection (repeatable; default: all)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),

@@ -49,7 +49,7 @@ class _GalleryCollector:
                     idents.add_metric([cid], c.get("identities", 0))
                 for k, n in gs.indexed.items():
                     indexed.add_metric([k], n)
-            except Exception:  # noqa: BLE001 - a scrape must not fail because the DB blinked
+            except Exception:  # a scrape must not fail because the DB blinked
                 log.warning("gallery size unavailable for metrics", exc_info=True)
         yield size
         yield idents

@@ -7,7 +7,8 @@ instead. The face used is echoed back with how many faces were found.
 
 from __future__ import annotations
 
-import anyio
+import asyncio
+
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api import schemas as S
 from service.api.auth import Principal, require
 from service.api.common import (
+    detector_name,
     embed,
     face_dict,
     gallery_of,
@@ -22,11 +24,10 @@ from service.api.common import (
     pipeline_of,
     prepare,
     recognizer_name,
-    detector_name,
     threshold_for,
 )
 from service.api.images import ImageRequest, image_body_openapi, image_request
-from service.errors import FacegateError, InvalidRequest, ModelMismatch
+from service.errors import InvalidRequest, ModelMismatch
 
 router = APIRouter(prefix="/v1", tags=["faces"], responses=S.ERROR_RESPONSES)
 
@@ -163,24 +164,11 @@ async def verify(
             raise InvalidRequest("the embedding must be finite and non-zero")
         ref = (vec / norm)[None, :]
 
-    kw = dict(detector=None, recognizer=model, need_face=True, strict=params.strict, largest_only=True)
+    kw = {"detector": None, "recognizer": model, "need_face": True, "strict": params.strict, "largest_only": True}
     if img2 is not None:
-        # The two images are independent: decode and detect them concurrently.
-        results: dict[str, object] = {}
-
-        async def run(key: str, img) -> None:
-            results[key] = await prepare(pipeline, img, **kw)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run, "a", img1)
-                tg.start_soon(run, "b", img2)
-        except BaseExceptionGroup as eg:  # surface the first typed error as-is
-            for e in eg.exceptions:
-                if isinstance(e, FacegateError):
-                    raise e from None
-            raise
-        pa, pb = results["a"], results["b"]
+        # The two images are independent: decode and detect them concurrently (two threads).
+        # gather re-raises the first typed error as-is.
+        pa, pb = await asyncio.gather(prepare(pipeline, img1, **kw), prepare(pipeline, img2, **kw))
         embs = await embed(pipeline, pa.crops + pb.crops, model)
         e1, ref = embs[0], embs[1:2]
     else:

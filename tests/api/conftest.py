@@ -54,7 +54,7 @@ def files(**paths: Path | list[Path]) -> list[tuple[str, tuple[str, bytes, str]]
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
-    kw: dict[str, Any] = dict(
+    kw: dict[str, Any] = dict(  # noqa: C408 - keyword style mirrors Settings(...)
         data_dir=data_dir,
         database_url=database_url,
         bootstrap_admin_key=ADMIN_KEY,

@@ -106,7 +106,7 @@ def test_list_identities_paginates_and_update(env):
     c = env.client
     seen, cursor, pages = [], None, 0
     while True:
-        q = f"?limit=4" + (f"&cursor={cursor}" if cursor else "")
+        q = "?limit=4" + (f"&cursor={cursor}" if cursor else "")
         r = c.get(f"/v1/collections/{COLL}/identities{q}", headers=ADMIN)
         assert r.status_code == 200, r.text
         page = r.json()
