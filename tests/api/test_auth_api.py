@@ -172,3 +172,21 @@ def test_cli_keys_create_list_revoke(tmp_path, test_data):
     assert r.exit_code == 0, r.output
     with running(settings) as c:
         assert_error(c.get("/v1/collections", headers=h(made["secret"])), 401, "unauthorized")
+
+
+def test_readyz_reports_an_unreachable_database(app_client, monkeypatch):
+    from service.errors import StorageUnavailable
+
+    def down(*a, **k):
+        raise StorageUnavailable("database is locked")
+
+    monkeypatch.setattr(app_client.app.state.gallery, "list_collections", down)
+    r = app_client.get("/readyz")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "not_ready" and body["checks"]["database"]["ok"] is False
+    assert body["checks"]["models"]["ok"] is True
+    assert app_client.get("/healthz").status_code == 200  # liveness is not readiness
+    # a gallery route answers the typed 503 in the envelope
+    monkeypatch.setattr(app_client.app.state.gallery, "list_collections", down)
+    assert_error(app_client.get("/v1/collections", headers=ADMIN), 503, "storage_unavailable")
