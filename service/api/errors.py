@@ -198,14 +198,31 @@ class BodyLimitMiddleware:
                 break
         seen = 0
         limit = self.max_bytes
+        exceeded = replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes", limit=limit)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def typed_send(message: Message) -> None:
+            # FastAPI turns any error while it reads a JSON body into a generic 400; whatever
+            # the app made of it, an over-limit body is answered with the typed 413.
+            nonlocal replaced
+            if not exceeded:
+                await send(message)
+                return
+            if message["type"] == "http.response.start" and not replaced:
+                replaced = True
+                resp = error_response(
+                    413, ImageTooLarge.code, f"the request body exceeds the limit of {limit} bytes",
+                    request_id_of(scope), {"limit": limit}, headers={"Connection": "close"},
+                )
+                await resp(scope, receive, send)
+
+        await self.app(scope, limited_receive, typed_send)
