@@ -74,6 +74,7 @@ def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA secure_delete=ON")  # deleted crops/embeddings are zeroed, not left in free pages
             try:
                 mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -90,6 +91,26 @@ def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def erase_deleted(engine: Engine) -> None:
+    """SQLite: checkpoint the WAL into the database and truncate it, so rows just deleted
+    (zeroed in place by ``secure_delete``) leave no older copy in the ``-wal`` file. Best
+    effort: when readers keep the checkpoint from finishing, the next delete retries."""
+    if engine.dialect.name != "sqlite":
+        return
+    try:
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            cur.close()
+        finally:
+            raw.close()
+        if busy and busy[0]:
+            log.info("sqlite: WAL checkpoint after a delete was busy; deleted rows stay in the WAL until the next")
+    except Exception as e:  # noqa: BLE001 - the delete itself has committed
+        log.warning("sqlite: WAL checkpoint after a delete failed (%s)", e)
 
 
 def is_unavailable(err: BaseException) -> bool:

@@ -60,7 +60,7 @@ from service.errors import (
     NotFound,
     StorageUnavailable,
 )
-from service.gallery.db import WRITE_OPTION, make_engine, mapped_errors, migrate
+from service.gallery.db import WRITE_OPTION, erase_deleted, make_engine, mapped_errors, migrate
 from service.gallery.index import IndexParams, VectorIndex
 from service.gallery.models import (
     ApiKeyRow,
@@ -342,6 +342,7 @@ class Gallery:
                 s.execute(sa.delete(model).where(model.collection_id == collection_id))
             s.execute(sa.delete(CollectionRow).where(CollectionRow.id == collection_id))
         self._drop_slots(collection_id)
+        erase_deleted(self.engine)
 
     @staticmethod
     def _collection_record(r: CollectionRow, n_id: int | None = None, n_f: int | None = None) -> Collection:
@@ -482,6 +483,7 @@ class Gallery:
                 s.execute(sa.delete(FaceRow).where(FaceRow.identity_id == identity_id))
             s.execute(sa.delete(IdentityRow).where(IdentityRow.id == identity_id))
         self._after_write(collection_id, rev, removed=face_ids)
+        erase_deleted(self.engine)
         return len(face_ids)
 
     @staticmethod
@@ -604,6 +606,7 @@ class Gallery:
             s.execute(sa.delete(EmbeddingRow).where(EmbeddingRow.face_id == int(face_id)))
             s.execute(sa.delete(FaceRow).where(FaceRow.id == int(face_id)))
         self._after_write(collection_id, rev, removed=[int(face_id)])
+        erase_deleted(self.engine)
 
     def _face_row(self, s: Session, collection_id: str, face_id: int) -> FaceRow:
         try:
