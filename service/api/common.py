@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +21,7 @@ from service.errors import FacegateError, InvalidRequest, MultipleFaces, NoFace
 from service.pipeline.decode import DecodedImage
 from service.pipeline.faces import Face
 from service.pipeline.pipeline import FacePipeline
+from service.pipeline.quality import assess
 
 
 def pipeline_of(request: Request) -> FacePipeline:
@@ -72,14 +74,19 @@ def _prepare(
     need_face: bool,
     strict: bool,
     largest_only: bool,
+    aligned: bool = False,
 ) -> Prepared:
     """Blocking: decode, detect and (when ``recognizer``) align. Runs in the threadpool.
 
     ``need_face``: no face is ``no_face``; ``strict``: several faces are
     ``multiple_faces``; ``largest_only``: only the largest face is aligned.
+    ``aligned``: the image already is a crop aligned to the recognizer's template (e.g. a
+    112x112 ArcFace crop): no detection, the whole image is the face, resized to the input.
     """
     try:
         image = pipeline.decode(img.data)
+        if aligned:
+            return _prepare_aligned(pipeline, image, img, recognizer)
         faces = pipeline.detect(image, detector)
         if need_face and not faces:
             raise NoFace("no face was found in the image")
@@ -93,6 +100,20 @@ def _prepare(
     except FacegateError as e:
         raise tag_field(e, img) from None
     return Prepared(image, faces, crops, hashlib.sha256(img.data).hexdigest())
+
+
+def _prepare_aligned(pipeline: FacePipeline, image: DecodedImage, img: ImageInput, recognizer: str | None) -> Prepared:
+    h, w = image.pixels.shape[:2]
+    if not 0.9 <= w / h <= 1.1:
+        raise InvalidRequest(f"an aligned crop must be square (got {w}x{h}); send aligned=false to detect faces")
+    tw, th = pipeline.card(recognizer or pipeline.settings.recognizer).input.size
+    interp = cv2.INTER_AREA if w > tw else cv2.INTER_LINEAR
+    crop = cv2.resize(image.pixels, (tw, th), interpolation=interp) if (w, h) != (tw, th) else image.pixels
+    ow, oh = image.original_size
+    face = Face(bbox=np.array([0.0, 0.0, ow, oh], np.float32), score=1.0)
+    face.quality = assess(image.pixels, Face(bbox=np.array([0.0, 0.0, w, h], np.float32), score=1.0))
+    face.quality["size"] = float(min(ow, oh))
+    return Prepared(image, [face], [np.ascontiguousarray(crop)], hashlib.sha256(img.data).hexdigest())
 
 
 async def prepare(pipeline: FacePipeline, img: ImageInput, **kw) -> Prepared:

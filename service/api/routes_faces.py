@@ -61,7 +61,6 @@ async def detect(
 @router.post(
     "/embed",
     response_model=S.EmbedResponse,
-    response_model_exclude_none=True,
     summary="Embedding of every face, for one image or a batch",
     description="Several images in one call: repeat the multipart `image` part, or send `images` "
     "(a list of base64 strings) in JSON. Each face says which image it is from (`image_index`). "
@@ -88,7 +87,7 @@ async def embed_route(
         raise InvalidRequest(f"at most {MAX_BATCH_IMAGES} images per call", count=len(images))
     prepared = [
         await prepare(pipeline, img, detector=None, recognizer=model, need_face=True, strict=params.strict,
-                      largest_only=params.largest_only)
+                      largest_only=params.largest_only, aligned=params.aligned)
         for img in images
     ]
     crops = [c for p in prepared for c in p.crops]
@@ -164,7 +163,8 @@ async def verify(
             raise InvalidRequest("the embedding must be finite and non-zero")
         ref = (vec / norm)[None, :]
 
-    kw = {"detector": None, "recognizer": model, "need_face": True, "strict": params.strict, "largest_only": True}
+    kw = {"detector": None, "recognizer": model, "need_face": True, "strict": params.strict, "largest_only": True,
+          "aligned": params.aligned}
     if img2 is not None:
         # The two images are independent: decode and detect them concurrently (two threads).
         # gather re-raises the first typed error as-is.

@@ -23,6 +23,10 @@ _FACE_EXAMPLE = {
 }
 
 
+_ALIGNED = ("The images already are face crops aligned to the recognizer's 5-point template (e.g. 112x112 "
+            "ArcFace crops): skip detection and embed each whole image.")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -76,6 +80,7 @@ class EmbedParams(Strict):
     model: str | None = Field(None, description="Recognizer model name (default: the configured one).")
     largest_only: bool = Field(False, description="Embed only the largest face of each image.")
     strict: bool = Field(False, description="Fail with multiple_faces when an image has more than one face.")
+    aligned: bool = Field(False, description=_ALIGNED)
 
 
 class EmbedResponse(BaseModel):
@@ -100,6 +105,7 @@ class VerifyParams(Strict):
     threshold: float | None = Field(
         None, ge=-1, le=1, description="Decision threshold; default: the model card's at the configured FAR.")
     strict: bool = Field(False, description="Fail with multiple_faces instead of using the largest face.")
+    aligned: bool = Field(False, description=_ALIGNED)
 
 
 class UsedFace(DetectedFace):

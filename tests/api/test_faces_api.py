@@ -163,3 +163,17 @@ def test_request_id_is_echoed(app_client):
     err = assert_error(r, 404, "collection_not_found")
     assert err["request_id"] == "abc-123"
 
+
+
+def test_prealigned_crop_through_explicit_aligned_mode(app_client, faces_dir, bad_dir):
+    crop = bad_dir / "prealigned_112x112.png"
+    r = app_client.post("/v1/embed", files=files(image=crop), data={"aligned": "true"}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    [face] = r.json()["faces"]
+    assert face["bbox"] == [0.0, 0.0, 112.0, 112.0] and face["landmarks"] is None and face["score"] == 1.0
+    # the same person, once through detection+alignment and once as a ready crop
+    r = app_client.post("/v1/verify", files=files(image=crop, image2=crop), data={"aligned": "true"}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["similarity"] > 0.999
+    r = app_client.post("/v1/embed", files=files(image=faces_dir / "obama/1.jpg"), data={"aligned": "true"},
+                        headers=ADMIN)
+    assert_error(r, 422, "invalid_request")  # not a square crop
