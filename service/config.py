@@ -76,11 +76,17 @@ class Settings(BaseSettings):
     index_hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth (recall vs latency).")
     index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
     index_ivf_nprobe: int = Field(
-        32, ge=1, description="IVF lists searched per query above index_exact_max (recall vs latency)."
+        0, ge=0, description="IVF lists searched per query above index_exact_max (0 = auto: 25% of the lists)."
     )
-    index_ivf_nlist: int = Field(0, ge=0, description="IVF lists (0 = auto, about 4*sqrt(faces)).")
+    index_ivf_nlist: int = Field(0, ge=0, description="IVF lists (0 = auto, about 2*sqrt(faces)).")
     index_oversample: int = Field(
         4, ge=1, description="Identify searches top_k * this many faces before grouping them by identity."
+    )
+    index_search_threads: int = Field(
+        1,
+        ge=0,
+        description="OpenMP threads per FAISS search call (0 = all cores). 1 avoids oversubscription "
+        "between concurrent requests and onnxruntime on small machines.",
     )
 
     # --- API, auth ----------------------------------------------------------------------------

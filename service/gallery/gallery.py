@@ -965,6 +965,7 @@ class Gallery:
         rev: int,
         added: tuple[str, np.ndarray, np.ndarray] | None = None,
         removed: Sequence[int] = (),
+        replace: bool = False,
     ) -> None:
         """Bring this process's loaded indexes of the collection to revision ``rev``.
 
@@ -983,8 +984,8 @@ class Gallery:
                         if added is not None and added[0] == model:
                             if slot.index is None:
                                 slot.index = VectorIndex.build(added[1], added[2], self.params)
-                            else:
-                                slot.index.add(added[1], added[2], replace=False)
+                            else:  # a new face (enroll) cannot be in the index yet
+                                slot.index.add(added[1], added[2], replace=replace)
                         elif removed and slot.index is not None:
                             slot.index.remove(np.asarray(removed, np.int64))
                         slot.revision = rev
@@ -1258,7 +1259,10 @@ class Gallery:
             stored += len(alive)
             if alive:
                 self._after_write(
-                    cid, rev, added=(model, np.asarray(alive, np.int64), np.stack([by_face[f] for f in alive]))
+                    cid,
+                    rev,
+                    added=(model, np.asarray(alive, np.int64), np.stack([by_face[f] for f in alive])),
+                    replace=True,  # put_embeddings may overwrite an embedding already indexed
                 )
             else:
                 self._after_write(cid, rev)

@@ -150,3 +150,9 @@ def test_put_embeddings_and_iter_crops(switched_setup) -> None:
     assert sum(len(b) for b in g.iter_crops("c", batch=50, missing_model="m2")) == 58
     with pytest.raises(ModelMismatch):
         g.put_embeddings("m2", {fids[2]: np.ones(NEW_DIM + 1, np.float32)})
+    # overwriting embeddings of a model whose index is loaded replaces, never duplicates
+    g.put_embeddings("m2", {f: new[i] for i, f in enumerate(fids)})
+    assert g.index_stats("c", "m2")["ntotal"] == 60
+    g.put_embeddings("m2", {fids[0]: new[5]})
+    assert g.index_stats("c", "m2")["ntotal"] == 60
+    assert np.array_equal(g.indexed_ids("c", "m2"), np.array(sorted(fids)))
