@@ -26,6 +26,7 @@ from service.api.auth import KeyStore, Principal, TokenBucketLimiter, hash_key, 
 from service.api.errors import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
 from service.api.metrics import Metrics, MetricsMiddleware
 from service.config import Settings, get_settings
+from service.errors import FacegateError
 from service.gallery import Gallery
 from service.pipeline.pipeline import FacePipeline
 
@@ -56,10 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "port\n!!! can enroll, identify and delete. Use this for local development only.\n" + "!" * 78
             )
         pipeline = FacePipeline(settings)
-        await run_in_threadpool(pipeline.load)
-        pipeline.on_batch = app.state.metrics.on_batch
         gallery = Gallery(settings)
-        await run_in_threadpool(gallery.start)
+        try:
+            await run_in_threadpool(pipeline.load)
+            await run_in_threadpool(gallery.start)
+        except FacegateError as e:  # one clear line (naming the file) above uvicorn's traceback
+            log.critical("facegate cannot start: %s", e.message)
+            raise
+        pipeline.on_batch = app.state.metrics.on_batch
         app.state.pipeline = pipeline
         app.state.gallery = gallery
         boot = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
