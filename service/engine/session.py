@@ -27,13 +27,19 @@ log = logging.getLogger("facegate.engine")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 
+_WARNED: set[tuple[str, ...]] = set()
+
+
 def choose_providers(preferred: list[str], available: list[str] | None = None) -> list[str]:
     """Preferred providers that this onnxruntime build has, in order, always ending with CPU."""
     available = ort.get_available_providers() if available is None else available
     chosen = [p for p in preferred if p in available]
     missing = [p for p in preferred if p not in available]
-    if missing:
-        log.info("execution providers not available in this onnxruntime build, skipped: %s", ", ".join(missing))
+    if missing and tuple(missing) not in _WARNED:
+        _WARNED.add(tuple(missing))  # once per process, not once per model
+        log.warning("execution providers requested but not available in this onnxruntime build, falling back: "
+                    "%s (running on %s)", ", ".join(missing), ", ".join(p for p in preferred if p in available)
+                    or "CPUExecutionProvider")
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
