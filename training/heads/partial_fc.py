@@ -15,13 +15,14 @@ Two ways to call it:
 * ``forward(emb, labels, indices)`` returns full-width (N, C) logits in which the unsampled
   classes are set to ``fill_value`` (-1e4, which ``exp`` turns into exactly 0 even in fp16), so
   ``F.cross_entropy(logits, labels)`` *is* the partial-FC loss and the training loop needs no
-  special case. It saves the (N, C, D) matmul and the gradients of unsampled centres, not the
-  (N, C) logit memory; don't combine it with label smoothing (which would put mass on the
-  filler).
+  special case. It saves most of the (N, C, D) matmul and of the softmax work, not the (N, C)
+  logit memory; don't combine it with label smoothing (which would put mass on the filler).
 * ``forward_sampled(emb, labels, indices)`` returns ``(logits (N, C'), local_labels, class_ids)``
   for loops that want the compact form (the arcface_torch way, for very many classes).
 
-In eval mode, or with ``sample_rate >= 1``, it is exactly the wrapped head.
+In eval mode, or with ``sample_rate >= 1``, it is exactly the wrapped head. As in arcface_torch
+the centre matrix stays one dense parameter: unsampled centres get a zero gradient (the dense
+gradient tensor is still allocated), and SGD momentum / weight decay still move them.
 Not distributed-sharded: each rank holds all C centres (arcface_torch shards them; add that
 when one GPU's memory no longer holds the centre matrix).
 """
