@@ -236,7 +236,7 @@ def main() -> None:
     ap.add_argument("--latency-budget", type=float, default=8.0, help="seconds of timing per index (min 20 q)")
     ap.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16, 32, 48, 64, 96, 128, 192, 256])
     ap.add_argument("--nlist-factor", type=float, default=2.0, help="nlist = factor * sqrt(n)")
-    ap.add_argument("--service-nprobe-fraction", type=float, default=0.1, help="the service's nprobe / nlist")
+    ap.add_argument("--service-nprobe-fraction", type=float, default=0.25, help="the service's nprobe / nlist")
     ap.add_argument(
         "--pq-min", type=parse_size, default=parse_size("1000M"),
         help="smallest size for IVF-PQ4fs+refine (off by default: PQ training takes minutes on 2 cores)",

@@ -870,7 +870,7 @@ class Gallery:
         with self._tx() as s:
             rev = int(self._require_collection(s, collection_id).revision)
         ids: list[int] = []
-        chunks: list[bytes] = []
+        blocks: list[np.ndarray] = []  # decoded per partition: peak memory ~ 1x the vectors
         dim: int | None = None
         with self._tx() as s:
             res = s.execute(
@@ -880,14 +880,13 @@ class Gallery:
                 .order_by(EmbeddingRow.face_id)
                 .execution_options(yield_per=20_000)
             )
-            for fid, vec, d in res:
-                ids.append(fid)
-                chunks.append(vec)
-                dim = d
+            for part in res.partitions():
+                ids.extend(int(r[0]) for r in part)
+                dim = int(part[0][2])
+                blocks.append(np.frombuffer(b"".join(r[1] for r in part), np.float32).reshape(len(part), dim))
         if not ids:
             return rev, np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None
-        mat = np.frombuffer(b"".join(chunks), np.float32).reshape(len(ids), dim)  # type: ignore[arg-type]
-        return rev, np.asarray(ids, np.int64), mat, dim
+        return rev, np.asarray(ids, np.int64), np.concatenate(blocks), dim
 
     def _rebuild(self, slot: _Slot, collection_id: str, model: str, epoch: datetime | None) -> None:
         """Build the slot's index from the database (caller holds ``slot.mutex``)."""

@@ -4,12 +4,13 @@ Kinds
 -----
 * ``flat`` — ``IndexIDMap2(IndexFlatIP)``: exact cosine search on L2-normalised vectors;
   ids are face ids. Used up to ``index_exact_max`` vectors.
-* ``ivf`` — ``IndexIVFFlat`` (inner product, spherical k-means) which stores face ids
-  natively. Chosen over HNSW for large galleries because, measured on 2 cores with
-  clustered 512-d data (``bench/identify.py``): it builds ~10x faster (a rebuild from the
-  DB at start-up must be minutes, not a quarter of an hour, at 1M faces), it supports
-  real deletion (``IndexHNSW`` cannot remove vectors; tombstones would grow until a
-  rebuild) and it reaches recall@10 >= 0.99 at a few ms per query with tuned ``nprobe``.
+* ``ivf`` — ``IndexIVFFlat`` (inner product, spherical k-means, nlist ~ 2*sqrt(n)) which
+  stores face ids natively. Above ``index_exact_max`` faces. Chosen over HNSW, measured on
+  2 cores with face-shaped 512-d data (``bench/identify.py``, 100k faces): IVF builds
+  ~5x faster (21 s vs 98 s; at 1M HNSW needs ~15-20 min, too long for the rebuild from
+  the DB at start-up this design relies on), and it supports real deletion, where
+  ``IndexHNSW`` cannot remove vectors (tombstones would grow until a rebuild). HNSW is
+  faster per query at equal recall; see the benchmark's table for both.
   (``IndexIDMap2`` is not used around IVF: its ``remove_ids`` assumes the inner index
   compacts ids the way a flat index does, which IVF does not.)
 

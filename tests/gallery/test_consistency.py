@@ -169,3 +169,15 @@ def test_disk_full_rolls_back_whole_enroll(gallery: Gallery, db_url: str) -> Non
         c.exec_driver_sql("PRAGMA max_page_count=1073741823")
     assert gallery.get_identity("c", a.id).faces == 1
     assert len(gallery.indexed_ids("c")) == 1
+
+
+def test_unreachable_database_is_storage_unavailable(tmp_path) -> None:
+    from service.config import Settings
+
+    for url in (
+        "postgresql+psycopg://postgres@127.0.0.1:1/postgres?connect_timeout=2",  # connection refused
+        "sqlite:////proc/facegate-cannot-exist/gallery.db",  # directory cannot be created
+    ):
+        g = Gallery(Settings(data_dir=tmp_path, database_url=url, index_use_gpu=False))
+        with pytest.raises(StorageUnavailable):
+            g.start()
