@@ -141,6 +141,7 @@ class Registry:
     def __init__(self, models_dir: Path) -> None:
         self.models_dir = Path(models_dir)
         self._verified: dict[str, Path] = {}
+        self._cards: dict[str, tuple[int, ModelCard]] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -152,13 +153,21 @@ class Registry:
         return self.models_dir / check_name(name) / CARD_FILE
 
     def get(self, name: str) -> ModelCard:
+        """The card, parsed once and re-read only when its file changes (it is read per request)."""
         path = self.card_path(name)
-        if not path.is_file():
-            raise ModelNotFound(f"model {name!r} is not registered in {self.models_dir}", model=name)
         try:
-            return ModelCard.model_validate_json(path.read_text())
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise ModelNotFound(f"model {name!r} is not registered in {self.models_dir}", model=name) from None
+        hit = self._cards.get(name)
+        if hit is not None and hit[0] == stamp:
+            return hit[1].model_copy(deep=True)
+        try:
+            card = ModelCard.model_validate_json(path.read_text())
         except ValueError as e:
             raise ModelLoadError(f"invalid model card {path}: {e}") from e
+        self._cards[name] = (stamp, card)
+        return card.model_copy(deep=True)
 
     def cards(self) -> list[ModelCard]:
         return [self.get(n) for n in self.names()]

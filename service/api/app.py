@@ -10,6 +10,7 @@ limit -> routing -> auth (a per-route dependency) -> route. Public: ``/healthz``
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -46,6 +47,34 @@ Face verification (1:1) and identification (1:N).
 """
 
 
+FIRST_KEY_FILE = "admin.key"
+
+
+def ensure_first_admin_key(keys: KeyStore, gallery: Gallery, settings: Settings) -> Path | None:
+    """On a first start with auth on and no key at all, mint an admin key into ``<data_dir>/admin.key``.
+
+    Secure by default without a manual step: the service never runs open, and the
+    secret goes to a 0600 file, never to the log. ``O_EXCL`` makes the file the
+    lock, so several workers starting at once create one key, not one each.
+    """
+    if gallery.list_api_keys(include_revoked=False):
+        return None
+    path = settings.data_dir / FIRST_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        log.warning("no active API key in the database, but %s exists: use the key in it, or delete the file "
+                    "to have a new one minted at the next start", path)
+        return None
+    with os.fdopen(fd, "w") as f:
+        _, secret = keys.create("initial admin (first start)", ["admin"])
+        f.write(secret + "\n")
+    log.warning("no API key existed: created an admin key and saved it to %s (mode 0600; it is not logged). "
+                "Create narrower keys with `facegate keys create`.", path)
+    return path
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -72,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if boot and settings.auth_enabled:
             log.warning("the bootstrap admin key (FACEGATE_BOOTSTRAP_ADMIN_KEY) is accepted; create real keys "
                         "with `facegate keys create` and remove it")
+        elif settings.auth_enabled:
+            await run_in_threadpool(ensure_first_admin_key, app.state.keys, gallery, settings)
         try:
             yield
         finally:
