@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     detector: str = Field("yunet-2023mar-int8bq", description="Active detector model name.")
     recognizer: str = Field("sface-2021dec-int8bq", description="Default recognizer model name.")
     providers: list[str] = Field(
-        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-        description="onnxruntime execution providers in order of preference; missing ones are skipped.",
+        ["auto"],
+        description='onnxruntime execution providers in order of preference, as a JSON list; ["auto"] = TensorRT, '
+        "CUDA, CPU, whichever the build has. Explicitly named providers that are missing are skipped with a warning.",
     )
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = runtime default).")
     batch_max_size: int = Field(32, ge=1, description="Largest micro-batch sent to the recognizer.")

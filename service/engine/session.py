@@ -30,9 +30,22 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 _WARNED: set[tuple[str, ...]] = set()
 
 
+#: What ``auto`` tries, fastest first.
+AUTO_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 def choose_providers(preferred: list[str], available: list[str] | None = None) -> list[str]:
-    """Preferred providers that this onnxruntime build has, in order, always ending with CPU."""
+    """Preferred providers that this onnxruntime build has, in order, always ending with CPU.
+
+    ``["auto"]`` (the default) takes the fastest the build has without complaint; a
+    provider an operator named explicitly and that is missing earns a warning, since
+    that operator expects a GPU.
+    """
     available = ort.get_available_providers() if available is None else available
+    if preferred == ["auto"]:
+        chosen = [p for p in AUTO_PROVIDERS if p in available]
+        log.info("execution providers (auto): %s", ", ".join(chosen))
+        return chosen if "CPUExecutionProvider" in chosen else [*chosen, "CPUExecutionProvider"]
     chosen = [p for p in preferred if p in available]
     missing = [p for p in preferred if p not in available]
     if missing and tuple(missing) not in _WARNED:

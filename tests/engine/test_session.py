@@ -24,6 +24,22 @@ def test_choose_providers_skips_missing_and_keeps_cpu() -> None:
     assert choose_providers(["CUDAExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert choose_providers([], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(["auto"], ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(["auto"], ["CPUExecutionProvider", "CUDAExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_missing_explicit_provider_warns_auto_does_not(caplog) -> None:
+    import logging
+
+    from service.engine import session
+
+    session._WARNED.clear()
+    with caplog.at_level(logging.WARNING, logger="facegate.engine"):
+        choose_providers(["auto"], ["CPUExecutionProvider"])
+        assert not caplog.records
+        choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"])
+    assert any("CUDAExecutionProvider" in r.getMessage() for r in caplog.records)
 
 
 def _fixed_batch_model(path, batch_fixed_reshape: bool) -> None:
