@@ -101,6 +101,10 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints (0 = only at epoch end).")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
+    precise_bn_batches: int = Field(
+        0, ge=0, description="At the end, re-estimate BatchNorm statistics over this many training batches "
+        "(short runs: running averages still remember their initial values and eval embeddings collapse).",
+    )
     threads: int | None = Field(None, description="torch intra-op threads for the main process (None = default).")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -376,6 +376,30 @@ class Trainer:
         self.scheduler.step()
         return float(loss.detach())
 
+    @torch.no_grad()
+    def precise_bn(self, batches: int) -> None:
+        """Replace BatchNorm running statistics by exact averages over ``batches`` training batches.
+
+        Deterministic (fixed sampler epoch, no augmentation seed reuse), so an interrupted
+        and resumed run ends with the same statistics as an uninterrupted one.
+        """
+        bns = [m for m in self.module.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average = exact mean over the batches seen
+        sampler = build_sampler(self.dataset.labels, "shuffle", seed=self.cfg.seed + 12345)
+        sampler.set_epoch(0)
+        self.module.backbone.train()
+        for i, (x, _, _) in enumerate(make_loader(self.dataset, sampler, self.cfg, self.device)):
+            if i >= batches:
+                break
+            self.module.backbone(x.to(self.device))
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
     def end_of_epoch(self) -> None:
         head = self.module.head
         if hasattr(head, "update_margins"):
@@ -452,6 +476,8 @@ class Trainer:
                 self.save_checkpoint()
         if bar is not None:
             bar.close()
+        if cfg.precise_bn_batches:
+            self.precise_bn(cfg.precise_bn_batches)
         if cfg.eval.pairs:
             self.run_eval()
         path = self.save_checkpoint()
