@@ -22,7 +22,8 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def threshold_at_far(scores: Sequence[float], issame: Sequence[bool], far: float
     pos = s[y]
     if neg.size == 0:
         raise ValueError("no different pairs: cannot calibrate a FAR")
-    k = int(math.floor(far * neg.size + 1e-9))  # number of false accepts allowed
+    k = math.floor(far * neg.size + 1e-9)  # number of false accepts allowed
     if k >= neg.size:
         thr = float(neg[-1])
     else:
@@ -182,7 +183,9 @@ def kfold_accuracy(
         "fold_threshold": [float(t) for t in thrs],
         "folds": [int(k) for k in ids],
         "threshold": float(np.mean(thrs)),
-        "protocol": "k-fold, threshold from the other folds" if ids.size > 1 else "single fold, threshold fit on itself",
+        "protocol": "k-fold, threshold from the other folds"
+        if ids.size > 1
+        else "single fold, threshold fit on itself",
     }
 
 
@@ -231,7 +234,7 @@ def calibrate_thresholds(
     """
     s, y = _as_arrays(scores, issame)
     table = {far_key(f): threshold_at_far(s, y, f) for f in fars}
-    clip = lambda t: float(min(1.0, max(-1.0, t)))  # noqa: E731 - cards hold cosine thresholds
+    clip = lambda t: float(min(1.0, max(-1.0, t)))
     far = {k: clip(v["threshold"]) for k, v in table.items()}
     key = min(far, key=lambda k: abs(math.log10(float(k)) - math.log10(default_far)))
     unresolved = [k for k, v in table.items() if not v["resolvable"]]
@@ -264,7 +267,7 @@ def identity_pair_scores(
         is_same = y[rows][:, None] == y[None, :]
         same.append(sims[upper & is_same])
         n_diff += int((upper & ~is_same).sum())
-    keep = max(1, int(math.ceil(max_far * max(n_diff, 1))) + 1)
+    keep = max(1, math.ceil(max_far * max(n_diff, 1)) + 1)
     top = np.empty(0, dtype=np.float32)
     for i in range(0, n, block):
         sims = x[i : i + block] @ x.T
@@ -294,7 +297,7 @@ def thresholds_from_identities(
         raise ValueError("one identity only: no different pairs to calibrate a FAR")
     far, report = {}, {}
     for f in fars:
-        k = int(math.floor(f * n_diff + 1e-9))
+        k = math.floor(f * n_diff + 1e-9)
         thr = float(np.nextafter(neg_top[k], np.inf)) if k < neg_top.size else float(neg_top[-1])
         key = far_key(f)
         far[key] = float(min(1.0, max(-1.0, thr)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,9 +29,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train_cmd(
-        config: Path = typer.Option(..., "--config", "-c", exists=True, help="TOML/JSON/YAML TrainConfig file."),
-        resume: Optional[Path] = typer.Option(None, help="Checkpoint file or run folder to continue from."),
-        set_: list[str] = typer.Option([], "--set", help="Override a key: --set optim.lr=0.05 (value as JSON)."),
+        config: Path = typer.Option(  # noqa: B008
+            ..., "--config", "-c", exists=True, help="TOML/JSON/YAML TrainConfig file."
+        ),
+        resume: Path | None = typer.Option(None, help="Checkpoint file or run folder to continue from."),  # noqa: B008
+        set_: list[str] = typer.Option(  # noqa: B008
+            [], "--set", help="Override a key: --set optim.lr=0.05 (value as JSON)."
+        ),
     ) -> None:
         """Train a recognizer (single process; launch `torchrun -m training.train` for DDP)."""
         from training.config import load_config
@@ -40,29 +43,40 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_config(config, _parse_overrides(set_))
         res = train(cfg, resume=resume)
-        typer.echo(json.dumps({"out_dir": str(res.out_dir), "steps": res.steps,
-                               "last_checkpoint": str(res.last_checkpoint),
-                               "first_loss": res.losses[0] if res.losses else None,
-                               "final_loss": res.losses[-1] if res.losses else None,
-                               "evals": res.evals, "seconds": round(res.seconds, 1)}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "out_dir": str(res.out_dir),
+                    "steps": res.steps,
+                    "last_checkpoint": str(res.last_checkpoint),
+                    "first_loss": res.losses[0] if res.losses else None,
+                    "final_loss": res.losses[-1] if res.losses else None,
+                    "evals": res.evals,
+                    "seconds": round(res.seconds, 1),
+                },
+                indent=2,
+            )
+        )
 
     @app.command("eval")
     def eval_cmd(
-        pairs: Path = typer.Option(..., exists=True, help="pairs.txt / pairsDev*.txt / .csv / .bin"),
-        root: Optional[Path] = typer.Option(None, help="Image root for pair paths (default: the file's folder)."),
-        model: Optional[str] = typer.Option(None, help="Registered model name (service embedder)."),
-        models_dir: Optional[Path] = typer.Option(None, help="models/ folder (default: settings)."),
-        onnx: Optional[Path] = typer.Option(None, exists=True, help="Bare ONNX recognizer (service embedder)."),
+        pairs: Path = typer.Option(..., exists=True, help="pairs.txt / pairsDev*.txt / .csv / .bin"),  # noqa: B008
+        root: Path | None = typer.Option(  # noqa: B008
+            None, help="Image root for pair paths (default: the file's folder)."
+        ),
+        model: str | None = typer.Option(None, help="Registered model name (service embedder)."),
+        models_dir: Path | None = typer.Option(None, help="models/ folder (default: settings)."),  # noqa: B008
+        onnx: Path | None = typer.Option(None, exists=True, help="Bare ONNX recognizer (service embedder)."),  # noqa: B008
         color: str = typer.Option("RGB", help="--onnx: colour order the model expects."),
         mean: float = typer.Option(127.5, help="--onnx: input mean."),
         std: float = typer.Option(127.5, help="--onnx: input std."),
-        checkpoint: Optional[Path] = typer.Option(None, exists=True, help="Training checkpoint (PyTorch path)."),
+        checkpoint: Path | None = typer.Option(None, exists=True, help="Training checkpoint (PyTorch path)."),  # noqa: B008
         flip: bool = typer.Option(False, help="Flip-test: embed image + mirror."),
-        folds: Optional[str] = typer.Option(None, help="Comma-separated fold ids to keep (e.g. 0,1)."),
-        max_pairs: Optional[int] = typer.Option(None, help="Evenly spaced subset of pairs."),
-        identification: Optional[Path] = typer.Option(None, help="Also rank-1 over these identity folders."),
-        people: Optional[Path] = typer.Option(None, help="People file restricting --identification."),
-        out: Optional[Path] = typer.Option(None, help="Write the full report as JSON."),
+        folds: str | None = typer.Option(None, help="Comma-separated fold ids to keep (e.g. 0,1)."),
+        max_pairs: int | None = typer.Option(None, help="Evenly spaced subset of pairs."),
+        identification: Path | None = typer.Option(None, help="Also rank-1 over these identity folders."),  # noqa: B008
+        people: Path | None = typer.Option(None, help="People file restricting --identification."),  # noqa: B008
+        out: Path | None = typer.Option(None, help="Write the full report as JSON."),  # noqa: B008
     ) -> None:
         """Verification (k-fold accuracy, ROC AUC, TAR@FAR) and optional rank-1 identification."""
         from training.evaluate import (
@@ -85,18 +99,25 @@ def register(app: typer.Typer) -> None:
         else:
             emb = service_embedder(model, models_dir, flip=flip)  # type: ignore[arg-type]
         fold_ids = [int(f) for f in folds.split(",")] if folds else None
-        rep = public(evaluate_pair_file(pairs, emb, root=root, flip=flip, folds=fold_ids, max_pairs=max_pairs))
+        rep = public(
+            evaluate_pair_file(pairs, emb, root=root, flip=flip, folds=fold_ids, max_pairs=max_pairs)
+        )
         if identification is not None:
             from training.data.lfw import read_people
 
             rep["identification"] = evaluate_identification(
-                identification, emb, people=read_people(people) if people else None, flip=flip)
+                identification, emb, people=read_people(people) if people else None, flip=flip
+            )
         t = rep["tar_at_far"]
-        typer.echo(f"{rep['pairs']}: {rep['n_pairs']} pairs, flip={flip}: accuracy {100 * rep['accuracy']:.2f} % "
-                   f"(+- {100 * rep['std']:.2f}, {rep['protocol']}), AUC {rep['auc']:.4f}")
+        typer.echo(
+            f"{rep['pairs']}: {rep['n_pairs']} pairs, flip={flip}: accuracy {100 * rep['accuracy']:.2f} % "
+            f"(+- {100 * rep['std']:.2f}, {rep['protocol']}), AUC {rep['auc']:.4f}"
+        )
         for k, v in t.items():
-            typer.echo(f"  TAR@FAR {k}: {v['tar']:.4f} at threshold {v['threshold']:.4f}"
-                       f"{'' if v['resolvable'] else ' (too few different pairs to resolve this FAR)'}")
+            typer.echo(
+                f"  TAR@FAR {k}: {v['tar']:.4f} at threshold {v['threshold']:.4f}"
+                f"{'' if v['resolvable'] else ' (too few different pairs to resolve this FAR)'}"
+            )
         if "identification" in rep:
             typer.echo(f"  rank-1: {100 * rep['identification']['rank1']:.2f} %")
         if out:
@@ -104,12 +125,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        checkpoint: Path = typer.Option(..., exists=True, help="Checkpoint file or run folder."),
+        checkpoint: Path = typer.Option(..., exists=True, help="Checkpoint file or run folder."),  # noqa: B008
         name: str = typer.Option(..., help="Model name: models/<name>/."),
-        calib_pairs: Path = typer.Option(..., exists=True, help="Labelled pairs of people NOT trained on."),
-        calib_root: Optional[Path] = typer.Option(None),
-        eval_pairs: list[Path] = typer.Option([], help="Extra pair sets reported in the card (with/without flip)."),
-        models_dir: Optional[Path] = typer.Option(None, help="default: the service settings' models_dir"),
+        calib_pairs: Path = typer.Option(..., exists=True, help="Labelled pairs of people NOT trained on."),  # noqa: B008
+        calib_root: Path | None = typer.Option(None),  # noqa: B008
+        eval_pairs: list[Path] = typer.Option(  # noqa: B008
+            [], help="Extra pair sets reported in the card (with/without flip)."
+        ),
+        models_dir: Path | None = typer.Option(None, help="default: the service settings' models_dir"),  # noqa: B008
         opset: int = typer.Option(17, min=17),
         simplify: bool = typer.Option(False, help="Run onnxsim (if installed)."),
         fp16: bool = typer.Option(False, help="fp16 weights (needs onnxconverter-common)."),
@@ -119,7 +142,25 @@ def register(app: typer.Typer) -> None:
         from service.config import Settings
         from training.export import export_model
 
-        card = export_model(checkpoint, name, models_dir or Settings().models_dir, calib_pairs, calib_root,
-                            eval_pairs=eval_pairs, opset=opset, do_simplify=simplify, fp16=fp16, licence=licence)
-        typer.echo(json.dumps({"name": card["name"], "thresholds": card.get("thresholds"),
-                               "parity": card["training"]["parity"]}, indent=2))
+        card = export_model(
+            checkpoint,
+            name,
+            models_dir or Settings().models_dir,
+            calib_pairs,
+            calib_root,
+            eval_pairs=eval_pairs,
+            opset=opset,
+            do_simplify=simplify,
+            fp16=fp16,
+            licence=licence,
+        )
+        typer.echo(
+            json.dumps(
+                {
+                    "name": card["name"],
+                    "thresholds": card.get("thresholds"),
+                    "parity": card["training"]["parity"],
+                },
+                indent=2,
+            )
+        )

@@ -8,10 +8,10 @@ Unknown keys are errors: a typo in a config must not silently train the default.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -24,13 +24,23 @@ class DataSource(_Strict):
 
     kind: Literal["imagefolder", "lfw", "recordio", "synthetic"]
     root: Path | None = Field(None, description="Identity folders / lfw112 folder / .rec file.")
-    people_file: Path | None = Field(None, description="Restrict to the people listed (LFW people*.txt format).")
-    view1_train: bool = Field(False, description="lfw: train on peopleDevTrain.txt (never on evaluation people).")
+    people_file: Path | None = Field(
+        None, description="Restrict to the people listed (LFW people*.txt format)."
+    )
+    view1_train: bool = Field(
+        False, description="lfw: train on peopleDevTrain.txt (never on evaluation people)."
+    )
     min_images: int = Field(1, ge=1, description="Skip identities with fewer images.")
-    max_people: int | None = Field(None, ge=1, description="Keep the first N identities (sorted) after filtering.")
-    aligned: bool = Field(True, description="Images are aligned 112x112 crops; False = detect + align once, cached.")
+    max_people: int | None = Field(
+        None, ge=1, description="Keep the first N identities (sorted) after filtering."
+    )
+    aligned: bool = Field(
+        True, description="Images are aligned 112x112 crops; False = detect + align once, cached."
+    )
     cache_dir: Path | None = None
-    long_tail_max: int | None = Field(None, ge=1, description="Cut class sizes to a Zipf profile with this head size.")
+    long_tail_max: int | None = Field(
+        None, ge=1, description="Cut class sizes to a Zipf profile with this head size."
+    )
     long_tail_exponent: float = 1.0
     # synthetic
     num_classes: int = Field(32, ge=2)
@@ -38,7 +48,7 @@ class DataSource(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _root(self) -> "DataSource":
+    def _root(self) -> DataSource:
         if self.kind != "synthetic" and self.root is None:
             raise ValueError(f"data source {self.kind} needs a root")
         return self
@@ -49,7 +59,9 @@ class DataConfig(_Strict):
     sampler: Literal["shuffle", "balanced", "sqrt", "power"] = "shuffle"
     sampler_power: float = 0.5
     flip: bool = True
-    color_jitter: float = Field(0.0, ge=0, le=0.5, description="Brightness/contrast/saturation jitter amplitude.")
+    color_jitter: float = Field(
+        0.0, ge=0, le=0.5, description="Brightness/contrast/saturation jitter amplitude."
+    )
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes (2 keeps 2 CPU cores busy).")
     prefetch_factor: int = Field(4, ge=1)
 
@@ -62,19 +74,27 @@ class ModelConfig(_Strict):
 
 class HeadConfig(_Strict):
     name: Literal["softmax", "normface", "cosface", "arcface", "combined", "kappaface"] = "arcface"
-    hyper: dict[str, Any] = Field(default_factory=dict, description="Passed to build_head, e.g. {s=64, m=0.5}.")
-    partial_fc: float = Field(1.0, gt=0, le=1, description="Fraction of class centres sampled per step (1 = all).")
+    hyper: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to build_head, e.g. {s=64, m=0.5}."
+    )
+    partial_fc: float = Field(
+        1.0, gt=0, le=1, description="Fraction of class centres sampled per step (1 = all)."
+    )
 
 
 class OptimConfig(_Strict):
     name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, description="Learning rate for `lr_batch` samples; scaled linearly to the global batch.")
+    lr: float = Field(
+        0.1, gt=0, description="Learning rate for `lr_batch` samples; scaled linearly to the global batch."
+    )
     lr_batch: int = Field(1024, ge=1)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: Literal["cosine", "step", "poly", "constant"] = "poly"
     warmup_epochs: float = Field(0.0, ge=0)
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75], description="step: fractions of training.")
+    milestones: list[float] = Field(
+        default_factory=lambda: [0.5, 0.75], description="step: fractions of training."
+    )
     gamma: float = 0.1
     poly_power: float = 1.0
     grad_clip: float | None = Field(5.0, description="Max global grad norm (None = off).")
@@ -82,7 +102,9 @@ class OptimConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    pairs: list[Path] = Field(default_factory=list, description="pairs.txt / pairsDev*.txt / .csv / .bin files.")
+    pairs: list[Path] = Field(
+        default_factory=list, description="pairs.txt / pairsDev*.txt / .csv / .bin files."
+    )
     root: Path | None = Field(None, description="Image root the pair paths are relative to.")
     max_pairs: int | None = Field(None, description="Evaluate at most this many pairs per file (smoke runs).")
     flip: bool = True
@@ -102,17 +124,21 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)
     precise_bn_batches: int = Field(
-        0, ge=0, description="At the end, re-estimate BatchNorm statistics over this many training batches "
+        0,
+        ge=0,
+        description="At the end, re-estimate BatchNorm statistics over this many training batches "
         "(short runs: running averages still remember their initial values and eval embeddings collapse).",
     )
-    threads: int | None = Field(None, description="torch intra-op threads for the main process (None = default).")
+    threads: int | None = Field(
+        None, description="torch intra-op threads for the main process (None = default)."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     head: HeadConfig = Field(default_factory=HeadConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    def resolved(self, base: Path | None = None) -> "TrainConfig":
+    def resolved(self, base: Path | None = None) -> TrainConfig:
         """A copy with relative paths made absolute against ``base`` (the config file's folder)."""
         base = Path(base or Path.cwd()).resolve()
 

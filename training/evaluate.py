@@ -18,9 +18,10 @@ from __future__ import annotations
 import csv
 import pickle
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -98,7 +99,9 @@ def onnx_file_embedder(
     path = Path(path).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="facegate-eval-"))
     card = ModelCard(
-        name="eval-model", kind="recognizer", family="onnx",
+        name="eval-model",
+        kind="recognizer",
+        family="onnx",
         source=Source(file=str(path), sha256=sha256_file(path)),
         input=InputSpec(name=input_name, color=color, mean=mean, std=std, batch=batch),  # type: ignore[arg-type]
     )
@@ -118,9 +121,16 @@ class PairSet:
     issame: np.ndarray
     folds: np.ndarray | None
 
-    def subset(self, idx: np.ndarray) -> "PairSet":
-        return PairSet(self.name, self.keys, self.load, self.a[idx], self.b[idx], self.issame[idx],
-                       None if self.folds is None else self.folds[idx])
+    def subset(self, idx: np.ndarray) -> PairSet:
+        return PairSet(
+            self.name,
+            self.keys,
+            self.load,
+            self.a[idx],
+            self.b[idx],
+            self.issame[idx],
+            None if self.folds is None else self.folds[idx],
+        )
 
 
 def _image_loader(root: Path) -> Callable[[str], np.ndarray]:
@@ -144,15 +154,20 @@ def _image_loader(root: Path) -> Callable[[str], np.ndarray]:
     return load
 
 
-def _from_pairs(name: str, pairs: Sequence[tuple[str, str, bool, int | None]], load: Callable[[str], np.ndarray]) -> PairSet:
+def _from_pairs(
+    name: str, pairs: Sequence[tuple[str, str, bool, int | None]], load: Callable[[str], np.ndarray]
+) -> PairSet:
     keys: dict[str, int] = {}
     for pa, pb, _, _ in pairs:
         keys.setdefault(pa, len(keys))
         keys.setdefault(pb, len(keys))
     folds = [f for *_, f in pairs]
     return PairSet(
-        name, list(keys), load,
-        np.asarray([keys[p[0]] for p in pairs]), np.asarray([keys[p[1]] for p in pairs]),
+        name,
+        list(keys),
+        load,
+        np.asarray([keys[p[0]] for p in pairs]),
+        np.asarray([keys[p[1]] for p in pairs]),
         np.asarray([bool(p[2]) for p in pairs]),
         None if any(f is None for f in folds) else np.asarray(folds),
     )
@@ -209,7 +224,9 @@ def load_pair_set(path: Path, root: Path | None = None) -> PairSet:
             if a is None or b is None or same is None:
                 raise ValueError(f"{path}: need columns a,b,same or path1,path2,issame")
             fold = r.get("fold")
-            pairs.append((a, b, str(same).strip().lower() in ("1", "true", "yes"), int(fold) if fold else None))
+            pairs.append(
+                (a, b, str(same).strip().lower() in ("1", "true", "yes"), int(fold) if fold else None)
+            )
         return _with_folds(_from_pairs(path.stem, pairs, _image_loader(base)))
     from training.data.lfw import read_pairs
 
@@ -217,8 +234,14 @@ def load_pair_set(path: Path, root: Path | None = None) -> PairSet:
     return _with_folds(_from_pairs(path.stem, pairs_txt, _image_loader(base)))
 
 
-def embed_keys(ps: PairSet, embedder: CropEmbedder, flip: bool = False, batch: int = 256,
-               progress: bool = True, needed: np.ndarray | None = None) -> np.ndarray:
+def embed_keys(
+    ps: PairSet,
+    embedder: CropEmbedder,
+    flip: bool = False,
+    batch: int = 256,
+    progress: bool = True,
+    needed: np.ndarray | None = None,
+) -> np.ndarray:
     """Embeddings of the pair set's unique images (rows follow ``ps.keys``; unneeded rows are zero)."""
     from tqdm import tqdm
 
@@ -234,8 +257,13 @@ def embed_keys(ps: PairSet, embedder: CropEmbedder, flip: bool = False, batch: i
     return out
 
 
-def evaluate_pair_set(ps: PairSet, embedder: CropEmbedder, flip: bool = False, fars: Sequence[float] = DEFAULT_FARS,
-                      progress: bool = True) -> dict[str, Any]:
+def evaluate_pair_set(
+    ps: PairSet,
+    embedder: CropEmbedder,
+    flip: bool = False,
+    fars: Sequence[float] = DEFAULT_FARS,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Cosine scores over the pairs -> :func:`service.calibration.verification_report` (+ raw scores)."""
     emb = embed_keys(ps, embedder, flip=flip, progress=progress)
     scores = np.sum(emb[ps.a] * emb[ps.b], axis=1)
@@ -282,8 +310,14 @@ def identification_rank1(emb: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     return {"rank1": float(hit.mean()), "gallery": int(g.size), "probes": int(p.size)}
 
 
-def evaluate_identification(root: Path, embedder: CropEmbedder, people: Sequence[str] | None = None,
-                            flip: bool = False, max_images: int | None = None, progress: bool = True) -> dict[str, Any]:
+def evaluate_identification(
+    root: Path,
+    embedder: CropEmbedder,
+    people: Sequence[str] | None = None,
+    flip: bool = False,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Rank-1 identification over identity folders (e.g. the View 1 test people of lfw112)."""
     from tqdm import tqdm
 
@@ -292,7 +326,9 @@ def evaluate_identification(root: Path, embedder: CropEmbedder, people: Sequence
     ds = ImageFolderDataset(root, people=people)
     idx = np.arange(len(ds)) if max_images is None else np.arange(min(max_images, len(ds)))
     embs = []
-    for i in tqdm(range(0, idx.size, 256), desc="embedding gallery/probes", disable=not progress, unit="batch"):
+    for i in tqdm(
+        range(0, idx.size, 256), desc="embedding gallery/probes", disable=not progress, unit="batch"
+    ):
         embs.append(embedder.embed([ds.load(int(k))[0] for k in idx[i : i + 256]], flip=flip))
     return identification_rank1(np.concatenate(embs), ds.labels[idx])
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,15 +51,25 @@ def export_onnx(backbone: Any, path: Path, opset: int = 17, size: int = 112) -> 
         warnings.simplefilter("ignore")
         try:  # TorchScript exporter: mature for plain CNNs, and needs no onnxscript
             torch.onnx.export(
-                backbone, (x,), str(path), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                backbone,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
         except Exception:  # noqa: BLE001 - fall back to the dynamo exporter (needs onnxscript)
             batch = torch.export.Dim("batch", min=1, max=4096)
             prog = torch.onnx.export(
-                backbone, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes={"x": {0: batch}},
+                backbone,
+                (x,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: batch}},
             )
             prog.save(str(path))
     import onnx
@@ -66,7 +77,9 @@ def export_onnx(backbone: Any, path: Path, opset: int = 17, size: int = 112) -> 
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     # Say in the graph how to feed it, for anyone who opens the file without the card.
-    model.doc_string = "facegate recognizer: input 'data' RGB (x-127.5)/127.5 NCHW 112x112, output raw embedding"
+    model.doc_string = (
+        "facegate recognizer: input 'data' RGB (x-127.5)/127.5 NCHW 112x112, output raw embedding"
+    )
     onnx.save(model, str(path))
     return path
 
@@ -97,8 +110,12 @@ def to_fp16(path: Path) -> None:
 
 
 def parity_check(
-    backbone: Any, onnx_path: Path, crops: Sequence[np.ndarray], service_embedder: Any | None = None,
-    rel_tol: float = 1e-3, cos_tol: float = 1e-4,
+    backbone: Any,
+    onnx_path: Path,
+    crops: Sequence[np.ndarray],
+    service_embedder: Any | None = None,
+    rel_tol: float = 1e-3,
+    cos_tol: float = 1e-4,
 ) -> dict[str, Any]:
     """Torch vs ONNX on real aligned BGR crops; raises ``AssertionError`` beyond tolerance."""
     import onnxruntime as ort
@@ -119,8 +136,14 @@ def parity_check(
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
     cos_raw = float((nrm(out) * nrm(ref)).sum(1).min())
-    rep: dict[str, Any] = {"n_faces": len(crops), "max_abs_diff": max_abs, "rel_max_abs_diff": max_abs / scale,
-                           "min_cosine_raw": cos_raw, "rel_tol": rel_tol, "cos_tol": cos_tol}
+    rep: dict[str, Any] = {
+        "n_faces": len(crops),
+        "max_abs_diff": max_abs,
+        "rel_max_abs_diff": max_abs / scale,
+        "min_cosine_raw": cos_raw,
+        "rel_tol": rel_tol,
+        "cos_tol": cos_tol,
+    }
     if service_embedder is not None:
         svc = service_embedder.embed(list(crops), flip=False)
         rep["min_cosine_service"] = float((svc * nrm(ref)).sum(1).min())
@@ -167,7 +190,7 @@ def export_model(
     from service.cards import InputSpec, ModelCard, Registry, Source, Thresholds, check_name, sha256_file
     from service.config import Settings
     from service.engine.embedder import load_embedder
-    from training.evaluate import TorchEmbedder, evaluate_pair_file, public
+    from training.evaluate import evaluate_pair_file, public
     from training.train import load_backbone_from_checkpoint
 
     check_name(name)
@@ -184,20 +207,38 @@ def export_model(
     head_name = str(cfg["head"]["name"])
     emb_size = int(cfg["model"]["embedding_size"])
     card = ModelCard(
-        name=name, kind="recognizer", family=head_name,
+        name=name,
+        kind="recognizer",
+        family=head_name,
         source=Source(file="model.onnx", sha256=sha256_file(onnx_path)),
-        input=InputSpec(name=INPUT_NAME, size=(112, 112), color="RGB", mean=127.5, std=127.5, layout="NCHW",
-                        batch="dynamic"),
-        output=OUTPUT_NAME, embedding_size=emb_size,
+        input=InputSpec(
+            name=INPUT_NAME,
+            size=(112, 112),
+            color="RGB",
+            mean=127.5,
+            std=127.5,
+            layout="NCHW",
+            batch="dynamic",
+        ),
+        output=OUTPUT_NAME,
+        embedding_size=emb_size,
         training={
-            "backbone": cfg["model"]["backbone"], "embedding_size": emb_size, "head": head,
-            "optimizer": cfg["optim"], "epochs": cfg["epochs"], "steps": meta.get("global_step"),
-            "batch_size": cfg["batch_size"], "data": meta.get("data_summary"), "augmentation": {
-                "flip": cfg["data"]["flip"], "color_jitter": cfg["data"]["color_jitter"]},
-            "sampler": cfg["data"]["sampler"], "seed": cfg["seed"], "run": cfg["name"],
+            "backbone": cfg["model"]["backbone"],
+            "embedding_size": emb_size,
+            "head": head,
+            "optimizer": cfg["optim"],
+            "epochs": cfg["epochs"],
+            "steps": meta.get("global_step"),
+            "batch_size": cfg["batch_size"],
+            "data": meta.get("data_summary"),
+            "augmentation": {"flip": cfg["data"]["flip"], "color_jitter": cfg["data"]["color_jitter"]},
+            "sampler": cfg["data"]["sampler"],
+            "seed": cfg["seed"],
+            "run": cfg["name"],
             "export": {"opset": opset, "simplified": simplified, "fp16": fp16},
         },
-        provenance=provenance or f"trained by facegate training ({cfg['name']}), exported from {Path(checkpoint).name}",
+        provenance=provenance
+        or f"trained by facegate training ({cfg['name']}), exported from {Path(checkpoint).name}",
         licence=licence or "as the training data's licence allows (LFW: research use)",
         description=f"{cfg['model']['backbone']} + {head_name}, {emb_size}-d; input RGB (x-127.5)/127.5, "
         "ArcFace 5-point template at 112x112.",
@@ -206,11 +247,13 @@ def export_model(
     settings = Settings(models_dir=Path(models_dir))
     svc = load_embedder(card, registry, settings, flip=False)
     crops = _crops_from_pairs(calib_pairs, calib_root, parity_faces)
-    parity = parity_check(backbone, onnx_path, crops, svc, rel_tol=2e-2 if fp16 else 1e-3,
-                          cos_tol=1e-3 if fp16 else 1e-4)
+    parity = parity_check(
+        backbone, onnx_path, crops, svc, rel_tol=2e-2 if fp16 else 1e-3, cos_tol=1e-3 if fp16 else 1e-4
+    )
 
-    rep = evaluate_pair_file(calib_pairs, svc, root=calib_root, flip=False, max_pairs=calib_max_pairs,
-                             progress=progress)
+    rep = evaluate_pair_file(
+        calib_pairs, svc, root=calib_root, flip=False, max_pairs=calib_max_pairs, progress=progress
+    )
     src = f"{Path(calib_pairs).name}, service embedder, no flip, {time.strftime('%Y-%m-%d')}"
     card.thresholds = Thresholds(**calibrate_thresholds(rep["_scores"], rep["_issame"], fars, source=src))
     accuracy: dict[str, Any] = {Path(calib_pairs).stem: _acc_summary(public(rep))}
@@ -220,7 +263,9 @@ def export_model(
             r = public(evaluate_pair_file(p, e, root=eval_root, flip=flip, progress=progress))
             accuracy[f"{Path(p).stem}{'_flip' if flip else ''}"] = _acc_summary(r)
     accuracy["torch_training_evals"] = meta.get("evals", [])
-    accuracy["note"] = "verification accuracy: k-fold, threshold chosen on the other folds; service embedder path"
+    accuracy["note"] = (
+        "verification accuracy: k-fold, threshold chosen on the other folds; service embedder path"
+    )
     card.accuracy = accuracy
     card.training["parity"] = parity  # type: ignore[index]
     registry.save(card)
@@ -230,8 +275,14 @@ def export_model(
 
 def _acc_summary(r: dict[str, Any]) -> dict[str, Any]:
     return {
-        "accuracy": r["accuracy"], "std": r["std"], "auc": r["auc"], "n_pairs": r["n_pairs"], "flip": r["flip"],
+        "accuracy": r["accuracy"],
+        "std": r["std"],
+        "auc": r["auc"],
+        "n_pairs": r["n_pairs"],
+        "flip": r["flip"],
         "protocol": r["protocol"],
-        "tar_at_far": {k: {"tar": v["tar"], "threshold": v["threshold"], "resolvable": v["resolvable"]}
-                       for k, v in r["tar_at_far"].items()},
+        "tar_at_far": {
+            k: {"tar": v["tar"], "threshold": v["threshold"], "resolvable": v["resolvable"]}
+            for k, v in r["tar_at_far"].items()
+        },
     }

@@ -22,9 +22,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,8 +89,12 @@ def build_source(src: DataSource) -> CropDataset:
         elif src.kind == "lfw" and src.view1_train:
             people = read_people(Path(src.root) / "peopleDevTrain.txt")  # type: ignore[arg-type]
         ds = ImageFolderDataset(
-            src.root, people=people, min_images=src.min_images, max_people=src.max_people,  # type: ignore[arg-type]
-            aligned=src.aligned, cache_dir=src.cache_dir,
+            src.root,
+            people=people,
+            min_images=src.min_images,
+            max_people=src.max_people,  # type: ignore[arg-type]
+            aligned=src.aligned,
+            cache_dir=src.cache_dir,
         )
     elif src.kind == "recordio":
         from training.data.recordio import RecordIODataset
@@ -104,8 +109,12 @@ def build_source(src: DataSource) -> CropDataset:
 
 def build_dataset(cfg: TrainConfig) -> CropDataset:
     parts = [build_source(s) for s in cfg.data.sources]
-    aug = Augment(flip=cfg.data.flip, brightness=cfg.data.color_jitter, contrast=cfg.data.color_jitter,
-                  saturation=cfg.data.color_jitter)
+    aug = Augment(
+        flip=cfg.data.flip,
+        brightness=cfg.data.color_jitter,
+        contrast=cfg.data.color_jitter,
+        saturation=cfg.data.color_jitter,
+    )
     ds = parts[0] if len(parts) == 1 else ConcatCrops(parts)
     ds.augment = aug
     return ds
@@ -174,7 +183,7 @@ class FaceTrainModule(nn.Module):
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """LR multiplier per optimiser step: linear warm-up, then cosine / step / poly / constant."""
     total = max(1, cfg.epochs * steps_per_epoch)
-    warm = int(round(cfg.optim.warmup_epochs * steps_per_epoch))
+    warm = round(cfg.optim.warmup_epochs * steps_per_epoch)
     o = cfg.optim
 
     def f(step: int) -> float:
@@ -270,26 +279,38 @@ class Trainer:
 
         self.dataset = dataset if dataset is not None else build_dataset(cfg)
         if len(self.dataset) < cfg.batch_size:
-            raise ValueError(f"dataset has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}")
-        self.sampler = build_sampler(self.dataset.labels, cfg.data.sampler, cfg.data.sampler_power, cfg.seed,
-                                     self.dist.rank, self.dist.world)
+            raise ValueError(
+                f"dataset has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}"
+            )
+        self.sampler = build_sampler(
+            self.dataset.labels,
+            cfg.data.sampler,
+            cfg.data.sampler_power,
+            cfg.seed,
+            self.dist.rank,
+            self.dist.world,
+        )
         self.steps_per_epoch = len(self.sampler) // cfg.batch_size
 
         from training.backbones import get_backbone
 
         if backbone is None:
-            backbone = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
-                                    **cfg.model.backbone_kwargs)
+            backbone = get_backbone(
+                cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs
+            )
         head = build_head_for(cfg, self.dataset)
         self.module = FaceTrainModule(backbone, head).to(self.device)
         self.model: nn.Module = self.module
         if self.dist.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                self.module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False,
             )
         self.optimizer = build_optimizer(cfg, self.module, self.dist.world)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg, self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg, self.steps_per_epoch)
+        )
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
@@ -420,11 +441,20 @@ class Trainer:
         emb = TorchEmbedder(self.module.backbone, self.device)
         out: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch}
         for p in self.cfg.eval.pairs:
-            rep = evaluate_pair_file(p, emb, root=self.cfg.eval.root, flip=self.cfg.eval.flip,
-                                     max_pairs=self.cfg.eval.max_pairs, progress=False)
+            rep = evaluate_pair_file(
+                p,
+                emb,
+                root=self.cfg.eval.root,
+                flip=self.cfg.eval.flip,
+                max_pairs=self.cfg.eval.max_pairs,
+                progress=False,
+            )
             key = Path(p).stem
-            out[key] = {"accuracy": rep["accuracy"], "auc": rep["auc"],
-                        "tar_at_far_1e-3": rep["tar_at_far"]["1e-3"]["tar"]}
+            out[key] = {
+                "accuracy": rep["accuracy"],
+                "auc": rep["auc"],
+                "tar_at_far_1e-3": rep["tar_at_far"]["1e-3"]["tar"],
+            }
             self._log(f"eval/{key}/accuracy", rep["accuracy"])
             self._log(f"eval/{key}/auc", rep["auc"])
         self.evals.append(out)
@@ -440,7 +470,9 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=total_steps, initial=self.global_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=total_steps, initial=self.global_step, desc=cfg.name, unit="step", dynamic_ncols=True
+            )
         done = self.global_step >= total_steps
         while not done and self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * cfg.batch_size)
@@ -460,8 +492,9 @@ class Trainer:
                     self._log("train/lr", self.optimizer.param_groups[0]["lr"])
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                                    epoch=self.epoch)
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", epoch=self.epoch
+                    )
                 if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                 if self.global_step >= total_steps:
@@ -471,7 +504,11 @@ class Trainer:
                 self.end_of_epoch()
                 self.epoch += 1
                 self.step_in_epoch = 0
-                if cfg.eval.every_epochs and self.epoch % cfg.eval.every_epochs == 0 and self.epoch < cfg.epochs:
+                if (
+                    cfg.eval.every_epochs
+                    and self.epoch % cfg.eval.every_epochs == 0
+                    and self.epoch < cfg.epochs
+                ):
                     self.run_eval()
                 self.save_checkpoint()
         if bar is not None:
@@ -482,14 +519,31 @@ class Trainer:
             self.run_eval()
         path = self.save_checkpoint()
         if self.dist.main:
-            (self.out_dir / "summary.json").write_text(json.dumps(
-                {"steps": self.global_step, "final_loss": self.history[-1] if self.history else None,
-                 "first_loss": self.history[0] if self.history else None, "evals": self.evals,
-                 "data": self.dataset.summary(), "seconds": time.time() - t0}, indent=2, default=str))
+            (self.out_dir / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "steps": self.global_step,
+                        "final_loss": self.history[-1] if self.history else None,
+                        "first_loss": self.history[0] if self.history else None,
+                        "evals": self.evals,
+                        "data": self.dataset.summary(),
+                        "seconds": time.time() - t0,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
         if self.writer is not None:
             self.writer.close()
-        return TrainResult(self.out_dir, path or self.last_ckpt, self.global_step, list(self.history),
-                           list(self.evals), time.time() - t0, self.dataset.summary())
+        return TrainResult(
+            self.out_dir,
+            path or self.last_ckpt,
+            self.global_step,
+            list(self.history),
+            list(self.evals),
+            time.time() - t0,
+            self.dataset.summary(),
+        )
 
 
 def _hparams(head: nn.Module) -> dict[str, Any]:
@@ -514,11 +568,16 @@ def load_backbone_from_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]
 
     st = torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=False)
     cfg = TrainConfig.model_validate(st["config"])
-    net = get_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs)
+    net = get_backbone(
+        cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs
+    )
     net.load_state_dict(st["backbone"])
     net.eval()
-    meta = {k: st[k] for k in ("config", "num_classes", "data_summary", "head_hparams", "evals", "global_step",
-                               "epoch") if k in st}
+    meta = {
+        k: st[k]
+        for k in ("config", "num_classes", "data_summary", "head_hparams", "evals", "global_step", "epoch")
+        if k in st
+    }
     return net, meta
 
 
@@ -536,9 +595,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", type=Path)
     args = ap.parse_args(argv)
     res = train(load_config(args.config), args.resume)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({"steps": res.steps, "last_checkpoint": str(res.last_checkpoint),
-                          "final_loss": res.losses[-1] if res.losses else None}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "steps": res.steps,
+                    "last_checkpoint": str(res.last_checkpoint),
+                    "final_loss": res.losses[-1] if res.losses else None,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def test_roc_matches_brute_force_and_auc_matches_rank_statistic() -> None:
         assert f == pytest.approx(((s >= t) & ~y).sum() / (~y).sum())
         assert p == pytest.approx(((s >= t) & y).sum() / y.sum())
     pos, neg = s[y], s[~y]
-    mann_whitney = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    mann_whitney = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        pos.size * neg.size
+    )
     assert auc(fpr, tpr) == pytest.approx(mann_whitney, abs=1e-9)
 
 

@@ -30,7 +30,9 @@ def test_commands_are_registered_without_importing_torch() -> None:
         "@app.callback()\ndef r():\n    pass\nregister(app)\n"
         "from typer.main import get_command\nprint(sorted(get_command(app).commands))\nprint('torch' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "['eval', 'export', 'train']" and out[1] == "False"
 
 
@@ -44,21 +46,37 @@ def test_train_command_with_a_toml_config(tmp_path: Path) -> None:
     )
     r = CliRunner().invoke(_app(), ["train", "--config", str(cfg), "--set", "optim.lr=0.01"])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output[r.output.index("{"):])
+    out = json.loads(r.output[r.output.index("{") :])
     assert out["steps"] == 2 and Path(out["last_checkpoint"]).is_file()
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["optim"]["lr"] == 0.01 and saved["head"]["name"] == "cosface"
     bad = tmp_path / "bad.toml"
-    bad.write_text('epochz = 3\n')
+    bad.write_text("epochz = 3\n")
     assert CliRunner().invoke(_app(), ["train", "--config", str(bad)]).exit_code != 0  # typos are errors
 
 
 def test_eval_command_on_onnx(shared_models: Path, lfw_dir: Path, tmp_path: Path) -> None:
     sface = shared_models / "face_recognition_sface_2021dec_int8bq_clean.onnx"
-    r = CliRunner().invoke(_app(), [
-        "eval", "--pairs", str(lfw_dir / "pairs.txt"), "--onnx", str(sface), "--mean", "0", "--std", "1",
-        "--folds", "0", "--max-pairs", "60", "--out", str(tmp_path / "r.json"),
-    ])
+    r = CliRunner().invoke(
+        _app(),
+        [
+            "eval",
+            "--pairs",
+            str(lfw_dir / "pairs.txt"),
+            "--onnx",
+            str(sface),
+            "--mean",
+            "0",
+            "--std",
+            "1",
+            "--folds",
+            "0",
+            "--max-pairs",
+            "60",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "TAR@FAR 1e-2" in r.output
     rep = json.loads((tmp_path / "r.json").read_text())

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 
 from training.data.base import ConcatCrops, Subset
@@ -78,10 +77,17 @@ def test_concat_keeps_label_ranges_disjoint() -> None:
 def test_lfw_protocol_files(lfw_dir: Path) -> None:
     v2 = read_pairs(lfw_dir / "pairs.txt")
     assert len(v2) == 6000 and sorted({p.fold for p in v2}) == list(range(10))
-    assert sum(p.same for p in v2) == 3000 and all(p.same for p in v2[:300]) and not any(p.same for p in v2[300:600])
+    assert (
+        sum(p.same for p in v2) == 3000
+        and all(p.same for p in v2[:300])
+        and not any(p.same for p in v2[300:600])
+    )
     dev_train, dev_test = read_pairs(lfw_dir / "pairsDevTrain.txt"), read_pairs(lfw_dir / "pairsDevTest.txt")
     assert len(dev_train) == 2200 and len(dev_test) == 1000
-    train_people, test_people = read_people(lfw_dir / "peopleDevTrain.txt"), read_people(lfw_dir / "peopleDevTest.txt")
+    train_people, test_people = (
+        read_people(lfw_dir / "peopleDevTrain.txt"),
+        read_people(lfw_dir / "peopleDevTest.txt"),
+    )
     assert len(train_people) == 4038 and len(test_people) == 1711
     assert not set(train_people) & set(test_people)  # View 1 is people-disjoint
     assert not {p.a.split("/")[0] for p in dev_test} & set(train_people)
@@ -95,7 +101,7 @@ def test_imagefolder_on_aligned_crops(lfw_dir: Path) -> None:
     assert ds.num_classes == 5 and len(ds) >= 50
     img, label = ds.load(0)
     assert img.shape == (112, 112, 3) and label == 0
-    x, y, i = ds[(0, 7)]
+    x, _, _ = ds[(0, 7)]
     assert x.shape == (3, 112, 112)
     assert ds.summary()["identities"] == 5
 

@@ -50,7 +50,10 @@ def test_pair_formats_agree(lfw_dir: Path, tmp_path: Path) -> None:
     """pairs.txt, a CSV and an InsightFace .bin of the same pairs give the same scores."""
     _write_bin(lfw_dir, tmp_path / "lfw.bin")
     ps = load_pair_set(lfw_dir / "pairs.txt")
-    rows = [(ps.keys[ps.a[i]], ps.keys[ps.b[i]], int(ps.issame[i])) for i in list(range(10)) + list(range(300, 310))]
+    rows = [
+        (ps.keys[ps.a[i]], ps.keys[ps.b[i]], int(ps.issame[i]))
+        for i in list(range(10)) + list(range(300, 310))
+    ]
     with open(tmp_path / "pairs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path1", "path2", "issame"])
@@ -102,5 +105,7 @@ def test_sface_lfw_view2_two_folds_through_the_service_embedder(sface: Path, lfw
 
 def test_sface_flip_test(sface: Path, lfw_dir: Path) -> None:
     emb = onnx_file_embedder(sface, color="RGB", mean=0.0, std=1.0, flip=True)
-    rep = evaluate_pair_file(lfw_dir / "pairs.txt", emb, folds=[0, 1], max_pairs=200, flip=True, progress=False)
+    rep = evaluate_pair_file(
+        lfw_dir / "pairs.txt", emb, folds=[0, 1], max_pairs=200, flip=True, progress=False
+    )
     assert rep["flip"] and rep["accuracy"] >= 0.98

@@ -51,11 +51,13 @@ def test_jpeg_records_and_byte_layout(tmp_path: Path) -> None:
     assert magic == MAGIC and lrec >> 29 == 0
     offsets = [int(ln.split("\t")[1]) for ln in (tmp_path / "t.idx").read_text().splitlines()]
     assert all(o % 4 == 0 for o in offsets)  # payloads are zero-padded to 4 bytes
-    flag, label, id1, id2 = struct.unpack_from("<IfQQ", raw, offsets[1] + 8)
+    flag, label, id1, _ = struct.unpack_from("<IfQQ", raw, offsets[1] + 8)
     assert (flag, label, id1) == (0, 0.0, 1)
     assert raw[offsets[1] + 8 + 24 : offsets[1] + 8 + 26] == b"\xff\xd8"  # the JPEG follows the header
     rec = RecordIODataset(tmp_path / "t.rec")
-    expected = cv2.imdecode(cv2.imencode(".jpg", imgs[0], [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+    expected = cv2.imdecode(
+        cv2.imencode(".jpg", imgs[0], [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR
+    )
     assert np.array_equal(rec.load(0)[0], expected)  # the stored bytes are the q95 JPEG of the crop
 
 

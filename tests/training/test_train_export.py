@@ -19,17 +19,40 @@ STEPS = 8
 
 
 def _cfg(lfw_dir: Path, out: Path, max_steps: int) -> TrainConfig:
-    return TrainConfig.model_validate({
-        "name": "smoke", "out_dir": str(out), "seed": 3, "epochs": 3, "max_steps": max_steps, "batch_size": 16,
-        "checkpoint_every": STEPS // 2, "threads": 1, "log_every": 2, "precise_bn_batches": 4,
-        "data": {"num_workers": 0, "sources": [
-            {"kind": "lfw", "root": str(lfw_dir), "view1_train": True, "min_images": 15, "max_people": 4},
-            {"kind": "synthetic", "num_classes": 8, "per_class": 6},
-        ]},
-        "model": {"backbone": "mbf", "embedding_size": 64, "backbone_kwargs": {"blocks": [1, 1, 1, 1], "scale": 1}},
-        "head": {"name": "arcface", "hyper": {"s": 32.0, "m": 0.3}},
-        "optim": {"name": "sgd", "lr": 0.05, "lr_batch": 16, "warmup_epochs": 0.05, "schedule": "cosine"},
-    })
+    return TrainConfig.model_validate(
+        {
+            "name": "smoke",
+            "out_dir": str(out),
+            "seed": 3,
+            "epochs": 3,
+            "max_steps": max_steps,
+            "batch_size": 16,
+            "checkpoint_every": STEPS // 2,
+            "threads": 1,
+            "log_every": 2,
+            "precise_bn_batches": 4,
+            "data": {
+                "num_workers": 0,
+                "sources": [
+                    {
+                        "kind": "lfw",
+                        "root": str(lfw_dir),
+                        "view1_train": True,
+                        "min_images": 15,
+                        "max_people": 4,
+                    },
+                    {"kind": "synthetic", "num_classes": 8, "per_class": 6},
+                ],
+            },
+            "model": {
+                "backbone": "mbf",
+                "embedding_size": 64,
+                "backbone_kwargs": {"blocks": [1, 1, 1, 1], "scale": 1},
+            },
+            "head": {"name": "arcface", "hyper": {"s": 32.0, "m": 0.3}},
+            "optim": {"name": "sgd", "lr": 0.05, "lr_batch": 16, "warmup_epochs": 0.05, "schedule": "cosine"},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +96,21 @@ def test_export_parity_card_and_service_load(runs: dict[str, Any], lfw_dir: Path
     from training.train import load_backbone_from_checkpoint
 
     models = runs["base"] / "models"
-    card = export_model(runs["full"].last_checkpoint, "smoke-mbf-arcface", models, lfw_dir / "pairsDevTest.txt",
-                        calib_max_pairs=80, progress=False)
+    card = export_model(
+        runs["full"].last_checkpoint,
+        "smoke-mbf-arcface",
+        models,
+        lfw_dir / "pairsDevTest.txt",
+        calib_max_pairs=80,
+        progress=False,
+    )
     parity = card["training"]["parity"]
     assert parity["passed"] and parity["rel_max_abs_diff"] < 1e-3 and parity["min_cosine_service"] > 0.9999
-    assert card["input"]["color"] == "RGB" and card["input"]["mean"] == 127.5 and card["input"]["batch"] == "dynamic"
+    assert (
+        card["input"]["color"] == "RGB"
+        and card["input"]["mean"] == 127.5
+        and card["input"]["batch"] == "dynamic"
+    )
     assert card["training"]["head"]["name"] == "arcface" and card["training"]["head"]["m"] == 0.3
     assert set(card["thresholds"]["far"]) == {"1e-2", "1e-3", "1e-4"}
 

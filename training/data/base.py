@@ -9,7 +9,8 @@ same batches bit for bit.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ class CropDataset(Dataset):
     augment: Augment | None = None
 
     def __len__(self) -> int:
-        return int(len(self.labels))
+        return len(self.labels)
 
     @property
     def num_classes(self) -> int:

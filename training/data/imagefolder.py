@@ -9,8 +9,9 @@ are cached under ``cache_dir`` with a manifest, so later runs skip detection.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -83,7 +84,10 @@ def prepare_aligned(
     manifest_path = cache_dir / "manifest.json"
     manifest: dict[str, str | None] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     todo = [
-        f for _, files in list_identity_folders(root, people) for f in files if str(f.relative_to(root)) not in manifest
+        f
+        for _, files in list_identity_folders(root, people)
+        for f in files
+        if str(f.relative_to(root)) not in manifest
     ]
     align = aligner
     for f in tqdm(todo, desc="aligning faces", disable=not progress, unit="img"):
@@ -133,12 +137,20 @@ class ImageFolderDataset(CropDataset):
             folders = folders[:max_people]
         if not aligned:
             manifest = prepare_aligned(
-                self.root, cache_dir or self.root.parent / f"{self.root.name}_aligned",
-                [n for n, _ in folders], progress=progress,
+                self.root,
+                cache_dir or self.root.parent / f"{self.root.name}_aligned",
+                [n for n, _ in folders],
+                progress=progress,
             )
             folders = [
-                (n, [Path(manifest[str(f.relative_to(self.root))]) for f in files
-                     if manifest.get(str(f.relative_to(self.root)))])
+                (
+                    n,
+                    [
+                        Path(manifest[str(f.relative_to(self.root))])
+                        for f in files
+                        if manifest.get(str(f.relative_to(self.root)))
+                    ],
+                )
                 for n, files in folders
             ]
             folders = [(n, fs) for n, fs in folders if len(fs) >= min_images]
@@ -152,7 +164,9 @@ class ImageFolderDataset(CropDataset):
         if img is None:
             raise OSError(f"cannot decode {path}")
         if img.shape[:2] != (CROP_SIZE, CROP_SIZE):
-            raise ValueError(f"{path} is {img.shape[1]}x{img.shape[0]}, not an aligned 112x112 crop; use aligned=False")
+            raise ValueError(
+                f"{path} is {img.shape[1]}x{img.shape[0]}, not an aligned 112x112 crop; use aligned=False"
+            )
         return img, int(self.labels[index])
 
     def summary(self) -> dict[str, Any]:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -109,8 +110,9 @@ class RecordIOWriter:
     def __init__(self, rec_path: Path, idx_path: Path | None = None) -> None:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path else self.rec_path.with_suffix(".idx")
-        self._rec = open(self.rec_path, "wb")
-        self._idx = open(self.idx_path, "w")
+        # Long-lived handles closed by close()/__exit__, like mxnet's writer.
+        self._rec = open(self.rec_path, "wb")  # noqa: SIM115
+        self._idx = open(self.idx_path, "w")  # noqa: SIM115
 
     def write_idx(self, key: int, record: bytes) -> None:
         self._idx.write(f"{key}\t{self._rec.tell()}\n")
@@ -120,10 +122,10 @@ class RecordIOWriter:
         self._rec.close()
         self._idx.close()
 
-    def __enter__(self) -> "RecordIOWriter":
+    def __enter__(self) -> RecordIOWriter:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -177,7 +179,7 @@ class IndexedRecordIO:
     def _file(self) -> BinaryIO:
         # A forked worker must not share the parent's file position: reopen per process.
         if self._f is None or self._pid != os.getpid():
-            self._f = open(self.rec_path, "rb")
+            self._f = open(self.rec_path, "rb")  # noqa: SIM115 - kept open for random access
             self._pid = os.getpid()
         return self._f
 

@@ -15,14 +15,16 @@ face data.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
 
 
 class _Base(Sampler):
-    def __init__(self, n: int, seed: int = 0, rank: int = 0, world: int = 1, num_samples: int | None = None) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, rank: int = 0, world: int = 1, num_samples: int | None = None
+    ) -> None:
         self.n, self.seed, self.rank, self.world = n, seed, rank, world
         total = num_samples if num_samples is not None else n
         self.total = int(np.ceil(total / world)) * world
@@ -80,7 +82,12 @@ class ClassAwareSampler(_Base):
 
 
 def build_sampler(
-    labels: np.ndarray, kind: str = "shuffle", power: float = 0.5, seed: int = 0, rank: int = 0, world: int = 1
+    labels: np.ndarray,
+    kind: str = "shuffle",
+    power: float = 0.5,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> _Base:
     """``shuffle`` | ``balanced`` (power 1) | ``sqrt`` (power 0.5) | ``power`` (given exponent)."""
     if kind == "shuffle":
@@ -94,8 +101,9 @@ def build_sampler(
     raise ValueError(f"unknown sampler {kind!r}")
 
 
-def zipf_subset(labels: np.ndarray, max_per_class: int, exponent: float = 1.0, seed: int = 0,
-                min_per_class: int = 1) -> np.ndarray:
+def zipf_subset(
+    labels: np.ndarray, max_per_class: int, exponent: float = 1.0, seed: int = 0, min_per_class: int = 1
+) -> np.ndarray:
     """Indices of a long-tailed subset: the r-th largest class keeps ~ max_per_class / r^exponent images.
 
     Classes are ranked by their real size (largest first, ties broken by a seeded
@@ -110,6 +118,6 @@ def zipf_subset(labels: np.ndarray, max_per_class: int, exponent: float = 1.0, s
     keep = []
     for r, c in enumerate(classes, start=1):
         idx = np.flatnonzero(labels == c)
-        k = max(min_per_class, int(round(max_per_class / r**exponent)))
+        k = max(min_per_class, round(max_per_class / r**exponent))
         keep.append(rng.permutation(idx)[: min(k, idx.size)])
     return np.sort(np.concatenate(keep))

@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.config import DataConfig, DataSource, EvalConfig, HeadConfig, ModelConfig, OptimConfig, TrainConfig
+from training.config import (
+    DataConfig,
+    DataSource,
+    EvalConfig,
+    HeadConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
 from training.data.base import InMemory, Subset
 from training.data.imagefolder import ImageFolderDataset
 from training.data.lfw import read_people
@@ -66,7 +74,9 @@ def cached(ps: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="head-to-head margin-head experiment on LFW View 1")
-    ap.add_argument("--lfw", type=Path, default=Path(os.environ.get("FACEGATE_TEST_DATA", "../shared/data")) / "lfw112")
+    ap.add_argument(
+        "--lfw", type=Path, default=Path(os.environ.get("FACEGATE_TEST_DATA", "../shared/data")) / "lfw112"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/experiments/heads"))
     ap.add_argument("--heads", default=",".join(HEADS))
     ap.add_argument("--variants", default="natural,zipf")
@@ -102,13 +112,25 @@ def main(argv: list[str] | None = None) -> None:
             steps_per_epoch = len(ds) // args.batch
             epochs = max(1, int(np.ceil(args.steps / steps_per_epoch)))
             cfg = TrainConfig(
-                name=f"{vname}-{hname}", out_dir=args.out / f"{vname}-{hname}", seed=args.seed, epochs=epochs,
-                max_steps=args.steps, batch_size=args.batch, threads=args.threads, log_every=10,
+                name=f"{vname}-{hname}",
+                out_dir=args.out / f"{vname}-{hname}",
+                seed=args.seed,
+                epochs=epochs,
+                max_steps=args.steps,
+                batch_size=args.batch,
+                threads=args.threads,
+                log_every=10,
                 data=DataConfig(sources=[DataSource(kind="synthetic")], num_workers=0),
                 model=ModelConfig(backbone="tiny", embedding_size=args.embedding),
                 head=HeadConfig(name=hname, hyper=HEADS[hname]),  # type: ignore[arg-type]
-                optim=OptimConfig(name="adamw", lr=args.lr, lr_batch=args.batch, weight_decay=5e-4,
-                                  schedule="cosine", warmup_epochs=0.1 * args.steps / steps_per_epoch),
+                optim=OptimConfig(
+                    name="adamw",
+                    lr=args.lr,
+                    lr_batch=args.batch,
+                    weight_decay=5e-4,
+                    schedule="cosine",
+                    warmup_epochs=0.1 * args.steps / steps_per_epoch,
+                ),
                 eval=EvalConfig(),
             )
             torch.manual_seed(args.seed)
@@ -120,14 +142,23 @@ def main(argv: list[str] | None = None) -> None:
             r1 = evaluate_pair_set(view1, emb, flip=args.flip, progress=False)
             r2 = evaluate_pair_set(view2, emb, flip=args.flip, progress=False)
             row = {
-                "variant": vname, "head": hname, "hyper": HEADS[hname], "images": len(ds),
-                "identities": int(np.unique(ds.labels).size), "steps": res.steps,
-                "loss_first10": float(np.mean(res.losses[:10])), "loss_last10": float(np.mean(res.losses[-10:])),
-                "view1_acc": r1["accuracy"], "view1_auc": r1["auc"],
-                "view2_acc": r2["accuracy"], "view2_std": r2["std"], "view2_auc": r2["auc"],
+                "variant": vname,
+                "head": hname,
+                "hyper": HEADS[hname],
+                "images": len(ds),
+                "identities": int(np.unique(ds.labels).size),
+                "steps": res.steps,
+                "loss_first10": float(np.mean(res.losses[:10])),
+                "loss_last10": float(np.mean(res.losses[-10:])),
+                "view1_acc": r1["accuracy"],
+                "view1_auc": r1["auc"],
+                "view2_acc": r2["accuracy"],
+                "view2_std": r2["std"],
+                "view2_auc": r2["auc"],
                 "view2_tar_far1e-2": r2["tar_at_far"]["1e-2"]["tar"],
                 "view2_tar_far1e-3": r2["tar_at_far"]["1e-3"]["tar"],
-                "train_s": round(t_train, 1), "total_s": round(time.time() - t0, 1),
+                "train_s": round(t_train, 1),
+                "total_s": round(time.time() - t0, 1),
             }
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -150,11 +181,16 @@ def main(argv: list[str] | None = None) -> None:
 
 def _write_table(rows: list[dict[str, Any]], path: Path, seconds: float, args: argparse.Namespace) -> None:
     lines = [
-        f"Heads on LFW View 1 training people (>= {args.min_images} images), tiny CNN, {args.steps} steps x "
-        f"batch {args.batch}, AdamW lr {args.lr}, flip-test {'on' if args.flip else 'off'}; total {seconds / 60:.1f} min.",
+        (
+            f"Heads on LFW View 1 training people (>= {args.min_images} images), tiny CNN, {args.steps} steps x "
+            f"batch {args.batch}, AdamW lr {args.lr}, flip-test {'on' if args.flip else 'off'}; "
+            f"total {seconds / 60:.1f} min."
+        ),
         "",
-        "| data | head | images / ids | loss first→last | View 1 test acc | View 2 acc (10-fold) | View 2 AUC | "
-        "TAR@FAR1e-2 | TAR@FAR1e-3 |",
+        (
+            "| data | head | images / ids | loss first→last | View 1 test acc | View 2 acc (10-fold) | View 2 AUC | "
+            "TAR@FAR1e-2 | TAR@FAR1e-3 |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--color", default="RGB")
     ap.add_argument("--mean", type=float, default=127.5)
     ap.add_argument("--std", type=float, default=127.5)
-    ap.add_argument("--lfw", type=Path, default=Path(os.environ.get("FACEGATE_TEST_DATA", "../shared/data")) / "lfw112")
+    ap.add_argument(
+        "--lfw", type=Path, default=Path(os.environ.get("FACEGATE_TEST_DATA", "../shared/data")) / "lfw112"
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     results = {}
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         rep = public(evaluate_pair_file(args.lfw / "pairs.txt", emb, flip=flip))
         rep["seconds"] = time.time() - t
         results["flip" if flip else "no_flip"] = rep
-        print(f"flip={flip}: accuracy {100 * rep['accuracy']:.2f} % +- {100 * rep['std']:.2f}, AUC {rep['auc']:.5f}, "
-              f"TAR@FAR1e-3 {rep['tar_at_far']['1e-3']['tar']:.4f}, {rep['seconds']:.0f} s", flush=True)
+        print(
+            f"flip={flip}: accuracy {100 * rep['accuracy']:.2f} % +- {100 * rep['std']:.2f}, AUC {rep['auc']:.5f}, "
+            f"TAR@FAR1e-3 {rep['tar_at_far']['1e-3']['tar']:.4f}, {rep['seconds']:.0f} s",
+            flush=True,
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))

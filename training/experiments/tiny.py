@@ -24,13 +24,19 @@ class TinyFaceNet(nn.Module):
         self.features = nn.Sequential(
             nn.AvgPool2d(2),  # 112 -> 56
             _cbp(3, w, 3, 2),  # 28
-            _cbp(w, w, 3, 1, g=w), _cbp(w, 2 * w, 1),
-            _cbp(2 * w, 2 * w, 3, 2, g=2 * w), _cbp(2 * w, 2 * w, 1),  # 14
-            _cbp(2 * w, 2 * w, 3, 1, g=2 * w), _cbp(2 * w, 4 * w, 1),
-            _cbp(4 * w, 4 * w, 3, 2, g=4 * w), _cbp(4 * w, 4 * w, 1),  # 7
+            _cbp(w, w, 3, 1, g=w),
+            _cbp(w, 2 * w, 1),
+            _cbp(2 * w, 2 * w, 3, 2, g=2 * w),
+            _cbp(2 * w, 2 * w, 1),  # 14
+            _cbp(2 * w, 2 * w, 3, 1, g=2 * w),
+            _cbp(2 * w, 4 * w, 1),
+            _cbp(4 * w, 4 * w, 3, 2, g=4 * w),
+            _cbp(4 * w, 4 * w, 1),  # 7
         )
         self.embed = nn.Sequential(
-            nn.Flatten(), nn.Dropout(0.1), nn.Linear(4 * w * 7 * 7, embedding_size, bias=False),
+            nn.Flatten(),
+            nn.Dropout(0.1),
+            nn.Linear(4 * w * 7 * 7, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size),
         )
 
