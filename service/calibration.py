@@ -234,7 +234,7 @@ def calibrate_thresholds(
     """
     s, y = _as_arrays(scores, issame)
     table = {far_key(f): threshold_at_far(s, y, f) for f in fars}
-    clip = lambda t: float(min(1.0, max(-1.0, t)))
+    clip = lambda t: float(min(1.0, max(-1.0, t)))  # noqa: E731 - cards hold cosine thresholds
     far = {k: clip(v["threshold"]) for k, v in table.items()}
     key = min(far, key=lambda k: abs(math.log10(float(k)) - math.log10(default_far)))
     unresolved = [k for k, v in table.items() if not v["resolvable"]]
@@ -315,91 +315,3 @@ def thresholds_from_identities(
         "n_different": int(n_diff),
     }
 
-
-def identity_pair_scores(
-    embeddings: np.ndarray, labels: Sequence[int], max_far: float = 1e-2, block: int = 1024
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Every pair of a labelled embedding set, without materialising the n^2/2 scores.
-
-    Returns ``(same_scores, top_different, n_different)``: all same-identity scores,
-    the highest ``floor(max_far * n_different) + 1`` different-identity scores sorted
-    in decreasing order (all that :func:`threshold_at_far` needs for any FAR <=
-    ``max_far``), and the number of different pairs. Rows are processed in blocks of
-    ``block`` against the upper triangle, so memory stays O(block * n).
-    """
-    x = np.asarray(embeddings, dtype=np.float32)
-    y = np.asarray(labels)
-    n = x.shape[0]
-    if y.shape[0] != n:
-        raise ValueError("one label per embedding")
-    _, counts = np.unique(y, return_counts=True)
-    n_same = int((counts * (counts - 1) // 2).sum())
-    n_diff = n * (n - 1) // 2 - n_same
-    if n_diff == 0:
-        raise ValueError("no different-identity pairs: need at least two identities")
-    keep = min(n_diff, int(math.floor(max_far * n_diff + 1e-9)) + 1)
-    pos_parts: list[np.ndarray] = []
-    top = np.empty(0, dtype=np.float32)
-    for s in range(0, n, block):
-        e = min(n, s + block)
-        sims = x[s:e] @ x[s:].T  # rows s..e-1 against columns s..n-1
-        rows = np.arange(s, e)[:, None]
-        cols = np.arange(s, n)[None, :]
-        upper = cols > rows
-        same = (y[s:e][:, None] == y[s:][None, :]) & upper
-        pos_parts.append(sims[same])
-        neg = sims[upper & ~same]
-        if neg.size:
-            cand = np.concatenate([top, neg])
-            if cand.size > keep:
-                cand = np.partition(cand, cand.size - keep)[cand.size - keep :]
-            top = cand
-    pos = np.concatenate(pos_parts) if pos_parts else np.empty(0, np.float32)
-    return pos.astype(np.float64), np.sort(top.astype(np.float64))[::-1], int(n_diff)
-
-
-def thresholds_from_identities(
-    embeddings: np.ndarray,
-    labels: Sequence[int],
-    fars: Sequence[float] = DEFAULT_FARS,
-    source: str = "",
-    default_far: float = 1e-3,
-    block: int = 1024,
-) -> dict[str, Any]:
-    """Calibrate on *all* pairs of a labelled image set (identity folders).
-
-    A few thousand images give millions of different pairs, enough to resolve FAR
-    1e-5 where a 3,000-pair protocol file stops at ~3e-4. Returns
-    ``{"thresholds": <Thresholds kwargs>, "tar_at_far": {key: {...}}, "n_same", "n_different"}``;
-    the thresholds follow exactly the rule of :func:`threshold_at_far`.
-    """
-    fars = tuple(fars)
-    pos, top, n_diff = identity_pair_scores(embeddings, labels, max_far=max(fars), block=block)
-    table: dict[str, dict[str, Any]] = {}
-    for far in fars:
-        k = int(math.floor(far * n_diff + 1e-9))
-        thr = float(top[-1]) if k >= top.size else float(np.nextafter(top[k], np.inf))
-        table[far_key(far)] = {
-            "far": far,
-            "threshold": thr,
-            "tar": float((pos >= thr).mean()) if pos.size else float("nan"),
-            "far_measured": float((top >= thr).sum() / n_diff),
-            "resolvable": bool(n_diff * far >= 1.0),
-            "n_different": n_diff,
-        }
-    far_map = {k: float(min(1.0, max(-1.0, v["threshold"]))) for k, v in table.items()}
-    key = min(far_map, key=lambda k: abs(math.log10(float(k)) - math.log10(default_far)))
-    note = f"{pos.size} same / {n_diff} different pairs"
-    unresolved = [k for k, v in table.items() if not v["resolvable"]]
-    if unresolved:
-        note += f"; FAR {', '.join(unresolved)} below the pair set's resolution"
-    return {
-        "thresholds": {
-            "default": far_map[key],
-            "far": far_map,
-            "source": f"{source} ({note})" if source else note,
-        },
-        "tar_at_far": table,
-        "n_same": int(pos.size),
-        "n_different": n_diff,
-    }
