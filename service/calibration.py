@@ -234,7 +234,7 @@ def calibrate_thresholds(
     """
     s, y = _as_arrays(scores, issame)
     table = {far_key(f): threshold_at_far(s, y, f) for f in fars}
-    clip = lambda t: float(min(1.0, max(-1.0, t)))  # noqa: E731 - cards hold cosine thresholds
+    clip = lambda t: float(min(1.0, max(-1.0, t)))
     far = {k: clip(v["threshold"]) for k, v in table.items()}
     key = min(far, key=lambda k: abs(math.log10(float(k)) - math.log10(default_far)))
     unresolved = [k for k, v in table.items() if not v["resolvable"]]
@@ -314,4 +314,3 @@ def thresholds_from_identities(
         "n_same": int(pos.size),
         "n_different": int(n_diff),
     }
-
