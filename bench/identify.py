@@ -38,8 +38,8 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.gallery.synthetic import gallery as synth_gallery  # noqa: E402
-from service.gallery.synthetic import probes  # noqa: E402
+from service.gallery.synthetic import gallery as synth_gallery
+from service.gallery.synthetic import probes
 
 K = 10
 RESULTS = Path(__file__).resolve().parent / "results" / "identify.json"
@@ -75,14 +75,24 @@ def latency(index: faiss.Index, q: np.ndarray, params: Any, budget_s: float, max
             break
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     ms = np.array(times) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "n_timed": len(ms)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "n_timed": len(ms),
+    }
 
 
 RELEVANT = 0.4  # neighbours at least this similar can change an identify decision
 
 
 def quality(
-    index: faiss.Index, q: np.ndarray, params: Any, gt: np.ndarray, gt_d: np.ndarray, owners: np.ndarray, genuine: np.ndarray
+    index: faiss.Index,
+    q: np.ndarray,
+    params: Any,
+    gt: np.ndarray,
+    gt_d: np.ndarray,
+    owners: np.ndarray,
+    genuine: np.ndarray,
 ) -> dict[str, float]:
     """recall@10 (strict), recall of the exact top-10 neighbours scoring >= RELEVANT, and
     top-1 identity agreement with exact search on probes of enrolled people."""
@@ -118,7 +128,9 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     lat_q = q[: args.latency_queries]
 
-    def record(name: str, index: faiss.Index, build_s: float, mem: int, params: Any = None, **extra: Any) -> None:
+    def record(
+        name: str, index: faiss.Index, build_s: float, mem: int, params: Any = None, **extra: Any
+    ) -> None:
         row = {"dim": dim, "size": n, "index": name, "build_s": build_s, "memory_mb": mem / 2**20, **extra}
         row.update(quality(index, q, params, gt, gt_d, owners, genuine))
         row.update(latency(index, lat_q, params, args.latency_budget, args.latency_queries))
@@ -146,7 +158,10 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     # exact (the service's IndexFlatIP), fp16 and 8-bit scalar-quantised flat
     record("flat IP (exact)", exact, 0.0, n * dim * 4)
     del exact
-    for name, qt in (("flat fp16 (SQfp16)", faiss.ScalarQuantizer.QT_fp16), ("flat SQ8", faiss.ScalarQuantizer.QT_8bit)):
+    for name, qt in (
+        ("flat fp16 (SQfp16)", faiss.ScalarQuantizer.QT_fp16),
+        ("flat SQ8", faiss.ScalarQuantizer.QT_8bit),
+    ):
         if n > args.sq_max:
             continue
         index, bs, mem = build(lambda qt=qt: faiss.IndexScalarQuantizer(dim, qt, faiss.METRIC_INNER_PRODUCT))
@@ -174,13 +189,29 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         return ivf
 
     index, bs, mem = build(make_ivf_flat)
-    service_nprobe = max(1, min(nlist, int(math.ceil(args.service_nprobe_fraction * nlist))))
+    service_nprobe = max(1, min(nlist, max(12, int(math.ceil(args.service_nprobe_fraction * nlist)))))
     p = faiss.SearchParametersIVF(nprobe=service_nprobe)
-    record(f"IVF{nlist},Flat nprobe={service_nprobe} (service)", index, bs, mem, p, nlist=nlist, nprobe=service_nprobe)
+    record(
+        f"IVF{nlist},Flat nprobe={service_nprobe} (service)",
+        index,
+        bs,
+        mem,
+        p,
+        nlist=nlist,
+        nprobe=service_nprobe,
+    )
     chosen, sweep = tune(index, lambda k: faiss.SearchParametersIVF(nprobe=k))
     if chosen != service_nprobe:
-        record(f"IVF{nlist},Flat nprobe={chosen}", index, bs, mem, faiss.SearchParametersIVF(nprobe=chosen),
-               nlist=nlist, nprobe=chosen, sweep=sweep)
+        record(
+            f"IVF{nlist},Flat nprobe={chosen}",
+            index,
+            bs,
+            mem,
+            faiss.SearchParametersIVF(nprobe=chosen),
+            nlist=nlist,
+            nprobe=chosen,
+            sweep=sweep,
+        )
     del index
 
     if n >= args.pq_min:
@@ -200,8 +231,17 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
 
         index, bs, mem = build(make_pq)
         chosen, sweep = tune(index, pq_params)
-        record(f"IVF{nlist},PQ{m}x4fs,RFlat nprobe={chosen}", index, bs, mem, pq_params(chosen),
-               nlist=nlist, nprobe=chosen, refine_k_factor=args.refine, sweep=sweep)
+        record(
+            f"IVF{nlist},PQ{m}x4fs,RFlat nprobe={chosen}",
+            index,
+            bs,
+            mem,
+            pq_params(chosen),
+            nlist=nlist,
+            nprobe=chosen,
+            refine_k_factor=args.refine,
+            sweep=sweep,
+        )
         del index
 
     # HNSW (flat storage), M from the settings default; efSearch tuned
@@ -217,12 +257,21 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 chosen = ef
                 break
         chosen = chosen or sweep[-1]["efSearch"]
-        record(f"HNSW{args.hnsw_m} ef={chosen}", index, bs, mem, faiss.SearchParametersHNSW(efSearch=chosen),
-               M=args.hnsw_m, efSearch=chosen, sweep=sweep)
+        record(
+            f"HNSW{args.hnsw_m} ef={chosen}",
+            index,
+            bs,
+            mem,
+            faiss.SearchParametersHNSW(efSearch=chosen),
+            M=args.hnsw_m,
+            efSearch=chosen,
+            sweep=sweep,
+        )
         del index
     else:
-        print(f"HNSW skipped at {fmt_size(n)} (build ~15-20 min on 2 cores; --hnsw-max to include)", flush=True)
-    del xb
+        print(
+            f"HNSW skipped at {fmt_size(n)} (build ~15-20 min on 2 cores; --hnsw-max to include)", flush=True
+        )
     gc.collect()
     return rows
 
@@ -231,27 +280,46 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="10k,100k,1M", help="comma list, e.g. 10k,100k,1M")
     ap.add_argument("--dims", default="512", help="comma list of embedding sizes, e.g. 512,128")
-    ap.add_argument("--queries", type=int, default=1000, help="queries for recall")
+    ap.add_argument("--queries", type=int, default=500, help="queries for recall")
     ap.add_argument("--latency-queries", type=int, default=300, help="max single queries timed per index")
-    ap.add_argument("--latency-budget", type=float, default=8.0, help="seconds of timing per index (min 20 q)")
-    ap.add_argument("--nprobe", type=lambda s: [int(x) for x in s.split(",")], default=[8, 16, 32, 48, 64, 96, 128, 192, 256])
-    ap.add_argument("--nlist-factor", type=float, default=2.0, help="nlist = factor * sqrt(n)")
-    ap.add_argument("--service-nprobe-fraction", type=float, default=0.25, help="the service's nprobe / nlist")
     ap.add_argument(
-        "--pq-min", type=parse_size, default=parse_size("1000M"),
+        "--latency-budget", type=float, default=8.0, help="seconds of timing per index (min 20 q)"
+    )
+    ap.add_argument(
+        "--nprobe",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[16, 32, 64, 128, 256],
+    )
+    ap.add_argument("--nlist-factor", type=float, default=2.0, help="nlist = factor * sqrt(n)")
+    ap.add_argument(
+        "--service-nprobe-fraction",
+        type=float,
+        default=0.1,
+        help="the service's auto nprobe / nlist (min 12)",
+    )
+    ap.add_argument(
+        "--pq-min",
+        type=parse_size,
+        default=parse_size("1000M"),
         help="smallest size for IVF-PQ4fs+refine (off by default: PQ training takes minutes on 2 cores)",
     )
-    ap.add_argument("--pq-dims-per-sub", type=int, default=2, help="PQ sub-vector length (2 -> PQ256 at 512-d)")
+    ap.add_argument(
+        "--pq-dims-per-sub", type=int, default=2, help="PQ sub-vector length (2 -> PQ256 at 512-d)"
+    )
     ap.add_argument("--refine", type=int, default=20, help="k_factor of the exact re-ranking after PQ")
     ap.add_argument("--train-per-list", type=int, default=64)
-    ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64, 128, 256, 512])
+    ap.add_argument("--ef", type=lambda s: [int(x) for x in s.split(",")], default=[64, 128, 256, 512])
     ap.add_argument("--hnsw-m", type=int, default=32)
-    ap.add_argument("--hnsw-max", type=parse_size, default=parse_size("100k"), help="largest size to build HNSW at")
+    ap.add_argument(
+        "--hnsw-max", type=parse_size, default=parse_size("100k"), help="largest size to build HNSW at"
+    )
     ap.add_argument("--sq-max", type=parse_size, default=parse_size("1M"))
     ap.add_argument("--target-recall", type=float, default=0.99)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument(
-        "--search-threads", type=int, default=1,
+        "--search-threads",
+        type=int,
+        default=1,
         help="OpenMP threads per timed search (service default index_search_threads=1; 0 = all cores)",
     )
     args = ap.parse_args()
@@ -272,12 +340,30 @@ def main() -> None:
         width=160,
         title=f"gallery search, top-{K}, 1 query per call, {args.search_threads or os.cpu_count()} search thread(s)",
     )
-    for col in ("dim", "faces", "index", "build s", "mem MiB", "p50 ms", "p99 ms", "recall@10", "rel≥0.4", "top-1 id"):
+    for col in (
+        "dim",
+        "faces",
+        "index",
+        "build s",
+        "mem MiB",
+        "p50 ms",
+        "p99 ms",
+        "recall@10",
+        "rel≥0.4",
+        "top-1 id",
+    ):
         table.add_column(col, justify="left" if col == "index" else "right")
     for r in rows:
         table.add_row(
-            str(r["dim"]), fmt_size(r["size"]), r["index"], f"{r['build_s']:.1f}", f"{r['memory_mb']:.0f}",
-            f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['recall_at_10']:.4f}", f"{r['recall_relevant']:.4f}",
+            str(r["dim"]),
+            fmt_size(r["size"]),
+            r["index"],
+            f"{r['build_s']:.1f}",
+            f"{r['memory_mb']:.0f}",
+            f"{r['p50_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['recall_at_10']:.4f}",
+            f"{r['recall_relevant']:.4f}",
             f"{r['top1_identity_agreement']:.4f}",
         )
     Console(width=160).print(table)

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     index_hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth (recall vs latency).")
     index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
     index_ivf_nprobe: int = Field(
-        0, ge=0, description="IVF lists searched per query above index_exact_max (0 = auto: 25% of the lists)."
+        0, ge=0, description="IVF lists searched per query above index_exact_max (0 = auto: 10% of the lists, at least 12)."
     )
     index_ivf_nlist: int = Field(0, ge=0, description="IVF lists (0 = auto, about 2*sqrt(faces)).")
     index_oversample: int = Field(

@@ -74,12 +74,14 @@ def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA secure_delete=ON")  # deleted crops/embeddings are zeroed, not left in free pages
+            cur.execute(
+                "PRAGMA secure_delete=ON"
+            )  # deleted crops/embeddings are zeroed, not left in free pages
             try:
                 mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
                     cur.execute("PRAGMA journal_mode=WAL")
-            except Exception as e:  # a read-only file cannot switch modes; it still reads
+            except Exception as e:  # noqa: BLE001 - a read-only file cannot switch modes; it still reads
                 log.warning("sqlite: cannot enable WAL (%s)", e)
             cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL except on power loss
         finally:
@@ -108,7 +110,9 @@ def erase_deleted(engine: Engine) -> None:
         finally:
             raw.close()
         if busy and busy[0]:
-            log.info("sqlite: WAL checkpoint after a delete was busy; deleted rows stay in the WAL until the next")
+            log.info(
+                "sqlite: WAL checkpoint after a delete was busy; deleted rows stay in the WAL until the next"
+            )
     except Exception as e:  # noqa: BLE001 - the delete itself has committed
         log.warning("sqlite: WAL checkpoint after a delete failed (%s)", e)
 

@@ -273,7 +273,9 @@ class Gallery:
         """Create a collection; ``model`` (default: the configured recognizer) is the
         only model whose embeddings it accepts until a switch. Conflict if the id exists."""
         if not isinstance(collection_id, str) or not COLLECTION_ID_RE.match(collection_id):
-            raise InvalidRequest("collection id must match [a-z0-9_-]{1,64}", collection_id=str(collection_id))
+            raise InvalidRequest(
+                "collection id must match [a-z0-9_-]{1,64}", collection_id=str(collection_id)
+            )
         model = model or self.settings.recognizer
         with self._tx(write=True) as s:
             if s.get(CollectionRow, collection_id) is not None:
@@ -311,7 +313,9 @@ class Gallery:
                 ).all()
             )
             faces = dict(
-                s.execute(sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)).all()
+                s.execute(
+                    sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)
+                ).all()
             )
             return [self._collection_record(r, ids.get(r.id, 0), faces.get(r.id, 0)) for r in rows]
 
@@ -428,13 +432,17 @@ class Gallery:
             rows = s.scalars(q.order_by(IdentityRow.created_at, IdentityRow.id).limit(int(limit) + 1)).all()
             more = len(rows) > limit
             rows = rows[:limit]
-            counts = dict(
-                s.execute(
-                    sa.select(FaceRow.identity_id, sa.func.count())
-                    .where(FaceRow.identity_id.in_([r.id for r in rows]))
-                    .group_by(FaceRow.identity_id)
-                ).all()
-            ) if rows else {}
+            counts = (
+                dict(
+                    s.execute(
+                        sa.select(FaceRow.identity_id, sa.func.count())
+                        .where(FaceRow.identity_id.in_([r.id for r in rows]))
+                        .group_by(FaceRow.identity_id)
+                    ).all()
+                )
+                if rows
+                else {}
+            )
             items = [self._identity_record(r, counts.get(r.id, 0)) for r in rows]
         nxt = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None
         return Page(items=items, next_cursor=nxt)
@@ -555,7 +563,9 @@ class Gallery:
                     collection_id=collection_id,
                     crop_png=png,
                     bbox=[float(v) for v in f.bbox] if f.bbox is not None else None,
-                    landmarks=[[float(a) for a in p] for p in f.landmarks] if f.landmarks is not None else None,
+                    landmarks=[[float(a) for a in p] for p in f.landmarks]
+                    if f.landmarks is not None
+                    else None,
                     det_score=float(f.det_score) if f.det_score is not None else None,
                     quality=dict(f.quality) if f.quality is not None else None,
                     image_sha256=f.image_sha256,
@@ -566,7 +576,8 @@ class Gallery:
             s.add_all(rows)
             s.flush()  # assigns face ids (= FAISS ids)
             s.add_all(
-                EmbeddingRow(face_id=r.id, model=active, dim=dim, vector=v.tobytes()) for r, v in zip(rows, vecs)
+                EmbeddingRow(face_id=r.id, model=active, dim=dim, vector=v.tobytes())
+                for r, v in zip(rows, vecs)
             )
             self._log(s, collection_id, rev, [r.id for r in rows], "a")
             s.execute(sa.update(IdentityRow).where(IdentityRow.id == identity_id).values(updated_at=now))
@@ -578,12 +589,16 @@ class Gallery:
         """Faces of an identity, oldest first (crops are not loaded; see get_face_crop)."""
         with self._tx() as s:
             self._identity_row(s, collection_id, identity_id)
-            rows = s.execute(
-                sa.select(FaceRow)
-                .options(defer(FaceRow.crop_png))
-                .where(FaceRow.identity_id == identity_id)
-                .order_by(FaceRow.id)
-            ).scalars().all()
+            rows = (
+                s.execute(
+                    sa.select(FaceRow)
+                    .options(defer(FaceRow.crop_png))
+                    .where(FaceRow.identity_id == identity_id)
+                    .order_by(FaceRow.id)
+                )
+                .scalars()
+                .all()
+            )
             models = self._face_models(s, [r.id for r in rows])
             return [self._face_record(r, models.get(r.id, ())) for r in rows]
 
@@ -716,7 +731,9 @@ class Gallery:
                         .where(FaceRow.identity_id.in_(chunk), EmbeddingRow.model == active)
                     ):
                         per[iid].append(vec)
-                means = {iid: np.frombuffer(b"".join(v), np.float32).reshape(len(v), -1) for iid, v in per.items()}
+                means = {
+                    iid: np.frombuffer(b"".join(v), np.float32).reshape(len(v), -1) for iid, v in per.items()
+                }
 
         results: list[IdentifyResult] = []
         for qi in range(len(q)):
@@ -752,7 +769,9 @@ class Gallery:
             matches = matches[: int(top_k)]
             best_score = matches[0].score if matches else None
             unknown = not matches or (threshold is not None and best_score < threshold)  # type: ignore[operator]
-            results.append(IdentifyResult(matches=matches, best_score=best_score, unknown=unknown, threshold=threshold))
+            results.append(
+                IdentifyResult(matches=matches, best_score=best_score, unknown=unknown, threshold=threshold)
+            )
         return results
 
     def get_embeddings(self, collection_id: str, identity_id: str, model: str) -> np.ndarray:
@@ -785,7 +804,9 @@ class Gallery:
                 ).all()
             )
             faces = dict(
-                s.execute(sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)).all()
+                s.execute(
+                    sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)
+                ).all()
             )
         with self._slots_lock:
             indexed = {f"{c}/{m}": (sl.index.ntotal if sl.index else 0) for (c, m), sl in self._slots.items()}
@@ -822,7 +843,9 @@ class Gallery:
     def _log(s: Session, collection_id: str, rev: int, face_ids: Sequence[int], op: str) -> None:
         """Record touched faces under ``rev``. Every bumped revision gets at least one row
         (face id 0, a no-op, when none were touched) so gaps mean 'pruned'."""
-        rows = [{"collection_id": collection_id, "revision": rev, "face_id": int(f), "op": op} for f in face_ids]
+        rows = [
+            {"collection_id": collection_id, "revision": rev, "face_id": int(f), "op": op} for f in face_ids
+        ]
         if not rows:
             rows = [{"collection_id": collection_id, "revision": rev, "face_id": 0, "op": "n"}]
         for chunk in _chunks(rows, 1000):
@@ -897,7 +920,11 @@ class Gallery:
         if slot.index is not None:
             log.info(
                 "gallery index %s/%s built: %s, %d vectors, %.2fs",
-                collection_id, model, slot.index.kind, slot.index.ntotal, slot.index.build_seconds,
+                collection_id,
+                model,
+                slot.index.kind,
+                slot.index.ntotal,
+                slot.index.build_seconds,
             )
 
     def _sync(self, slot: _Slot, collection_id: str, model: str) -> None:
@@ -1021,8 +1048,13 @@ class Gallery:
                     tmp = _Slot(epoch=epoch, index=new, revision=rev)
                     self._apply_changes(tmp, changes)
                     slot.index, slot.revision = tmp.index, max(rev, target)
-                    log.info("gallery index %s/%s rebuilt as %s (%d vectors)", collection_id, model,
-                             new.kind if new else None, new.ntotal if new else 0)
+                    log.info(
+                        "gallery index %s/%s rebuilt as %s (%d vectors)",
+                        collection_id,
+                        model,
+                        new.kind if new else None,
+                        new.ntotal if new else 0,
+                    )
             except Exception:
                 log.exception("background rebuild of %s/%s failed", collection_id, model)
             finally:
@@ -1226,7 +1258,9 @@ class Gallery:
             for chunk in _chunks(fids):
                 owner.update(
                     (int(a), b)
-                    for a, b in s.execute(sa.select(FaceRow.id, FaceRow.collection_id).where(FaceRow.id.in_(chunk)))
+                    for a, b in s.execute(
+                        sa.select(FaceRow.id, FaceRow.collection_id).where(FaceRow.id.in_(chunk))
+                    )
                 )
         per_coll: dict[str, list[int]] = defaultdict(list)
         for f in fids:
@@ -1247,12 +1281,17 @@ class Gallery:
                 ]
                 for chunk in _chunks(alive):
                     s.execute(
-                        sa.delete(EmbeddingRow).where(EmbeddingRow.face_id.in_(chunk), EmbeddingRow.model == model)
+                        sa.delete(EmbeddingRow).where(
+                            EmbeddingRow.face_id.in_(chunk), EmbeddingRow.model == model
+                        )
                     )
                 if alive:
                     s.execute(
                         sa.insert(EmbeddingRow),
-                        [{"face_id": f, "model": model, "dim": dim, "vector": by_face[f].tobytes()} for f in alive],
+                        [
+                            {"face_id": f, "model": model, "dim": dim, "vector": by_face[f].tobytes()}
+                            for f in alive
+                        ],
                     )
                 self._log(s, cid, rev, alive, "a")
             stored += len(alive)
@@ -1276,7 +1315,7 @@ class Gallery:
         in the same transaction.
         """
         with self._tx(write=True) as s:
-            rev, old_model, epoch = self._bump(s, collection_id)
+            rev, old_model, _ = self._bump(s, collection_id)
             missing = s.scalar(
                 sa.select(sa.func.count())
                 .select_from(FaceRow)
@@ -1301,10 +1340,14 @@ class Gallery:
                 ]
                 for chunk in _chunks(touched):
                     s.execute(
-                        sa.delete(EmbeddingRow).where(EmbeddingRow.face_id.in_(chunk), EmbeddingRow.model == old_model)
+                        sa.delete(EmbeddingRow).where(
+                            EmbeddingRow.face_id.in_(chunk), EmbeddingRow.model == old_model
+                        )
                     )
             self._log(s, collection_id, rev, touched, "d")
-            s.execute(sa.update(CollectionRow).where(CollectionRow.id == collection_id).values(model=new_model))
+            s.execute(
+                sa.update(CollectionRow).where(CollectionRow.id == collection_id).values(model=new_model)
+            )
         self._drop_slots(collection_id, keep_model=new_model)
         self._after_write(collection_id, rev)
         self._index_for(collection_id, new_model)
@@ -1351,8 +1394,11 @@ class Gallery:
     def start_reembed_thread(self, job_id: str, embed_fn: EmbedFn, *, batch: int = 32) -> threading.Thread:
         """Run :meth:`run_reembed_job` in a daemon thread; poll :meth:`get_job` for progress."""
         t = threading.Thread(
-            target=self.run_reembed_job, args=(job_id, embed_fn), kwargs={"batch": batch},
-            name=f"reembed-{job_id[:8]}", daemon=True,
+            target=self.run_reembed_job,
+            args=(job_id, embed_fn),
+            kwargs={"batch": batch},
+            name=f"reembed-{job_id[:8]}",
+            daemon=True,
         )
         self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
@@ -1361,12 +1407,15 @@ class Gallery:
     def _refresh_job_counts(self, job_id: str, collection_id: str, model: str) -> None:
         with self._tx() as s:
             total = s.scalar(sa.select(sa.func.count()).where(FaceRow.collection_id == collection_id)) or 0
-            done = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(EmbeddingRow)
-                .join(FaceRow, FaceRow.id == EmbeddingRow.face_id)
-                .where(FaceRow.collection_id == collection_id, EmbeddingRow.model == model)
-            ) or 0
+            done = (
+                s.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(EmbeddingRow)
+                    .join(FaceRow, FaceRow.id == EmbeddingRow.face_id)
+                    .where(FaceRow.collection_id == collection_id, EmbeddingRow.model == model)
+                )
+                or 0
+            )
         self._update_job(job_id, done=int(done), total=int(total))
 
     def _update_job(self, job_id: str, **values: Any) -> None:
@@ -1408,4 +1457,4 @@ class Gallery:
         )
 
 
-__all__ = ["Gallery", "EmbedFn", "encode_crop", "decode_crop"]
+__all__ = ["EmbedFn", "Gallery", "decode_crop", "encode_crop"]

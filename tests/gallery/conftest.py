@@ -53,12 +53,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        kw: dict[str, Any] = dict(
-            data_dir=tmp_path / "data",
-            database_url=db_url,
-            index_use_gpu=False,
-            sqlite_busy_timeout_ms=20_000,
-        )
+        kw: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": db_url,
+            "index_use_gpu": False,
+            "sqlite_busy_timeout_ms": 20_000,
+        }
         kw.update(overrides)
         return Settings(**kw)
 

@@ -37,14 +37,14 @@ def test_concurrent_enrolls_lose_nothing(gallery: Gallery, open_gallery: Callabl
                 who = g.create_identity("c", f"w{i}")
                 rows = np.where(owners == i)[0]
                 g.enroll("c", who.id, faces_for(vecs[rows], "m1", start=int(rows[0])))
-        except BaseException as e:  # pragma: no cover - reported below
+        except BaseException as e:  # noqa: BLE001 - pragma: no cover - reported below
             errors.append(e)
 
     def reader() -> None:
         try:
             while not stop.is_set():
                 gallery.identify("c", "m1", vecs[:4], top_k=3)
-        except BaseException as e:  # pragma: no cover
+        except BaseException as e:  # noqa: BLE001 - pragma: no cover
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(gallery if w < 3 else other, w)) for w in range(4)]

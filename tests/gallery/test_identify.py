@@ -19,7 +19,9 @@ DIM = 128
 THRESHOLD = 0.48  # 128-d synthetic: genuine best ~0.55-0.85, strangers best <= ~0.42 (measured)
 
 
-def populate(g: Gallery, cid: str, n_faces: int, *, dim: int = DIM, per: int = 3, seed: int = 0, model: str = "m1"):
+def populate(
+    g: Gallery, cid: str, n_faces: int, *, dim: int = DIM, per: int = 3, seed: int = 0, model: str = "m1"
+):
     centres, owners, vecs = synth_gallery(n_faces, dim, faces_per_identity=per, seed=seed)
     ids = []
     for i in range(len(centres)):
@@ -37,7 +39,7 @@ def populated(gallery: Gallery):
 
 
 def test_enroll_identify_clustered(populated) -> None:
-    g, centres, owners, vecs, ids = populated
+    g, centres, _owners, _vecs, ids = populated
     q, who = probes(centres, 60, impostor_fraction=0.25)
     res = g.identify("c", "m1", q, top_k=5, threshold=THRESHOLD)
     assert len(res) == 60
@@ -50,7 +52,9 @@ def test_enroll_identify_clustered(populated) -> None:
         assert r.matches[0].above_threshold and r.matches[0].matched_faces >= 1
         assert r.matches[0].external_id.startswith("person-") and r.matches[0].name.startswith("Person ")
         scores = [m.score for m in r.matches]
-        assert scores == sorted(scores, reverse=True) and len({m.identity_id for m in r.matches}) == len(scores)
+        assert scores == sorted(scores, reverse=True) and len({m.identity_id for m in r.matches}) == len(
+            scores
+        )
     # strangers: unknown, though the closest identities are still listed
     for k in range(60):
         if who[k] < 0:
@@ -58,12 +62,14 @@ def test_enroll_identify_clustered(populated) -> None:
     # the score of a max-aggregated match is the cosine with that face's stored embedding
     m = res[genuine[0]].matches[0]
     stored = g.get_embeddings("c", m.identity_id, "m1")
-    assert m.score == pytest.approx(float(np.max(stored @ (q[genuine[0]] / np.linalg.norm(q[genuine[0]])))), abs=1e-5)
+    assert m.score == pytest.approx(
+        float(np.max(stored @ (q[genuine[0]] / np.linalg.norm(q[genuine[0]])))), abs=1e-5
+    )
 
 
 def test_mean_aggregation_and_single_query(populated) -> None:
-    g, centres, owners, vecs, ids = populated
-    q, who = probes(centres, 10, seed=5)
+    g, centres, _owners, _vecs, _ids = populated
+    q, _who = probes(centres, 10, seed=5)
     res = g.identify("c", "m1", q, top_k=3, aggregate="mean")
     for k, r in enumerate(res):
         best = r.matches[0]
@@ -78,7 +84,7 @@ def test_mean_aggregation_and_single_query(populated) -> None:
 
 
 def test_delete_identity_and_face_leave_identify(populated) -> None:
-    g, centres, owners, vecs, ids = populated
+    g, _centres, owners, vecs, ids = populated
     target = 7
     q = vecs[owners == target][:1]
     assert g.identify("c", "m1", q, top_k=1)[0].matches[0].identity_id == ids[target]
@@ -88,11 +94,13 @@ def test_delete_identity_and_face_leave_identify(populated) -> None:
     face = g.list_faces("c", ids[8])[0]
     g.delete_face("c", face.id)
     assert face.id not in set(g.indexed_ids("c").tolist())
-    assert all(m.face_id != face.id for m in g.identify("c", "m1", vecs[owners == 8][:1], top_k=50)[0].matches)
+    assert all(
+        m.face_id != face.id for m in g.identify("c", "m1", vecs[owners == 8][:1], top_k=50)[0].matches
+    )
 
 
 def test_restart_gives_identical_answers(populated, open_gallery: Callable[..., Gallery]) -> None:
-    g, centres, owners, vecs, ids = populated
+    g, centres, _owners, _vecs, ids = populated
     g.delete_identity("c", ids[3])
     q, _ = probes(centres, 30, seed=9, impostor_fraction=0.2)
     before = g.identify("c", "m1", q, top_k=5, threshold=THRESHOLD)
@@ -144,7 +152,9 @@ def test_exact_to_ivf_switch_and_recall(open_gallery: Callable[..., Gallery]) ->
     assert g.wait_idle(60)  # crossing the threshold rebuilt the index in the background
     stats = g.index_stats("big")
     assert stats["kind"] == "ivf" and stats["ntotal"] == 1800
-    assert np.array_equal(g.indexed_ids("big"), np.sort(np.array([f.id for i in ids for f in g.list_faces("big", i)])))
+    assert np.array_equal(
+        g.indexed_ids("big"), np.sort(np.array([f.id for i in ids for f in g.list_faces("big", i)]))
+    )
 
     q, who = probes(centres, 200, seed=11, impostor_fraction=0.1)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -160,7 +170,9 @@ def test_exact_to_ivf_switch_and_recall(open_gallery: Callable[..., Gallery]) ->
         assert approx is not None and approx.kind == "ivf"
         _, got = approx.search(q, 10)
         strict = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]))
-        rel = sum(len(set(a) & set(b[d >= 0.4])) for a, b, d in zip(got, want, want_d)) / (want_d >= 0.4).sum()
+        rel = (
+            sum(len(set(a) & set(b[d >= 0.4])) for a, b, d in zip(got, want, want_d)) / (want_d >= 0.4).sum()
+        )
         gen = who >= 0
         top1 = float(np.mean(got[gen, 0] == want[gen, 0]))
         return strict, float(rel), top1

@@ -68,7 +68,10 @@ def test_reembed_job_switches_model(switched_setup) -> None:
     with pytest.raises(Conflict):
         g.start_reembed_job("c", "m3")  # one job per collection
     # while queued, the old model keeps serving
-    assert g.identify("c", "m1", g.get_embeddings("c", ids[1], "m1")[:1], top_k=1)[0].matches[0].identity_id == ids[1]
+    assert (
+        g.identify("c", "m1", g.get_embeddings("c", ids[1], "m1")[:1], top_k=1)[0].matches[0].identity_id
+        == ids[1]
+    )
 
     done = g.run_reembed_job(job.id, model, batch=16)
     assert done.status == "done" and done.done == done.total == 60 and done.error is None
@@ -97,7 +100,7 @@ def test_reembed_job_switches_model(switched_setup) -> None:
 
 
 def test_enroll_during_reembed_is_not_lost(switched_setup) -> None:
-    g, model, ids, new_centres, new = switched_setup
+    g, model, ids, _new_centres, new = switched_setup
     late = faces_for(np.eye(1, OLD_DIM, dtype=np.float32), "m1", start=777)
     model.table[model.key(late[0].crop)] = new[60]
     model.hook = lambda: g.enroll("c", ids[5], late)  # lands after the first batch was read
@@ -113,7 +116,7 @@ def test_enroll_during_reembed_is_not_lost(switched_setup) -> None:
 
 
 def test_failed_job_leaves_old_model_and_resumes(switched_setup, open_gallery) -> None:
-    g, model, ids, _, _ = switched_setup
+    g, model, _ids, _, _ = switched_setup
     job = g.start_reembed_job("c", "m2")
     calls = {"n": 0}
 
@@ -141,12 +144,14 @@ def test_failed_job_leaves_old_model_and_resumes(switched_setup, open_gallery) -
 
 
 def test_put_embeddings_and_iter_crops(switched_setup) -> None:
-    g, model, ids, _, new = switched_setup
+    g, _model, _ids, _, new = switched_setup
     batches = list(g.iter_crops("c", batch=25))
     assert [len(b) for b in batches] == [25, 25, 10]
     fids = [f for b in batches for f, _ in b]
     assert fids == sorted(fids)
-    assert g.put_embeddings("m2", {fids[0]: new[0], fids[1]: new[1], 10**9: new[2]}) == 2  # unknown id skipped
+    assert (
+        g.put_embeddings("m2", {fids[0]: new[0], fids[1]: new[1], 10**9: new[2]}) == 2
+    )  # unknown id skipped
     assert sum(len(b) for b in g.iter_crops("c", batch=50, missing_model="m2")) == 58
     with pytest.raises(ModelMismatch):
         g.put_embeddings("m2", {fids[2]: np.ones(NEW_DIM + 1, np.float32)})

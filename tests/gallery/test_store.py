@@ -196,8 +196,8 @@ def test_gallery_size(gallery: Gallery) -> None:
 def test_no_create_all_in_production_paths() -> None:
     import inspect
 
-    import service.gallery.db as db
     import service.gallery.gallery as gal
+    from service.gallery import db
 
     for mod in (db, gal):
         assert "create_all" not in inspect.getsource(mod)

@@ -35,7 +35,10 @@ def upgrade() -> None:
         "identities",
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column(
-            "collection_id", sa.String(64), sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+            "collection_id",
+            sa.String(64),
+            sa.ForeignKey("collections.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("external_id", sa.String(256), nullable=False),
         sa.Column("name", sa.String(256), nullable=False),
@@ -52,7 +55,10 @@ def upgrade() -> None:
             "identity_id", sa.String(32), sa.ForeignKey("identities.id", ondelete="CASCADE"), nullable=False
         ),
         sa.Column(
-            "collection_id", sa.String(64), sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+            "collection_id",
+            sa.String(64),
+            sa.ForeignKey("collections.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("crop_png", sa.LargeBinary(), nullable=False),
         sa.Column("bbox", JSONType, nullable=True),
@@ -103,7 +109,10 @@ def upgrade() -> None:
         sa.Column("id", sa.String(32), primary_key=True),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column(
-            "collection_id", sa.String(64), sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False
+            "collection_id",
+            sa.String(64),
+            sa.ForeignKey("collections.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("params", JSONType, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
