@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/facegate.db (WAL mode)."
     )
     sqlite_busy_timeout_ms: int = Field(10_000, ge=0, description="How long a SQLite writer waits for the lock.")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "FULL",
+        description="FULL: an acknowledged enroll survives power loss (one fsync per commit, ~1-10 ms); "
+        "NORMAL (WAL): survives a process crash only.",
+    )
 
     # --- models -----------------------------------------------------------------------
     models_dir: Path = Field(REPO_MODELS_DIR, description="Folder of models/<name>/model.json cards.")

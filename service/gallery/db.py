@@ -49,7 +49,13 @@ _SQLITE_UNAVAILABLE = (
 )
 
 
-def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000, data_dir: Path | None = None) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    sqlite_busy_timeout_ms: int = 10_000,
+    sqlite_synchronous: str = "FULL",
+    data_dir: Path | None = None,
+) -> Engine:
     """Create the engine with the per-dialect connection setup described above."""
     u = sa.make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -61,12 +67,14 @@ def make_engine(url: str, *, sqlite_busy_timeout_ms: int = 10_000, data_dir: Pat
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
             pool_pre_ping=False,
         )
-        _install_sqlite_events(engine, sqlite_busy_timeout_ms)
+        if sqlite_synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError("sqlite_synchronous must be NORMAL or FULL")
+        _install_sqlite_events(engine, sqlite_busy_timeout_ms, sqlite_synchronous.upper())
         return engine
     return sa.create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
-def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
+def _install_sqlite_events(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see module doc)
@@ -74,16 +82,18 @@ def _install_sqlite_events(engine: Engine, busy_timeout_ms: int) -> None:
         try:
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(
-                "PRAGMA secure_delete=ON"
-            )  # deleted crops/embeddings are zeroed, not left in free pages
+            # deleted crops/embeddings are zeroed, not left in free pages
+            cur.execute("PRAGMA secure_delete=ON")
             try:
                 mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
                     cur.execute("PRAGMA journal_mode=WAL")
             except Exception as e:  # noqa: BLE001 - a read-only file cannot switch modes; it still reads
                 log.warning("sqlite: cannot enable WAL (%s)", e)
-            cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL except on power loss
+            # FULL (default): an acknowledged enroll survives power loss too; NORMAL in WAL
+            # mode survives a process crash only. One fsync per commit is small next to
+            # inference; tests use NORMAL.
+            cur.execute(f"PRAGMA synchronous={synchronous}")
         finally:
             cur.close()
 

@@ -211,6 +211,7 @@ class Gallery:
             engine = self._engine_arg or make_engine(
                 self.settings.resolved_database_url,
                 sqlite_busy_timeout_ms=self.settings.sqlite_busy_timeout_ms,
+                sqlite_synchronous=getattr(self.settings, "sqlite_synchronous", "FULL"),
             )
         migrate(engine)
         self._engine = engine

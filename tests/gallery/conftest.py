@@ -58,6 +58,7 @@ def make_settings(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
             "database_url": db_url,
             "index_use_gpu": False,
             "sqlite_busy_timeout_ms": 20_000,
+            "sqlite_synchronous": "NORMAL",  # no power-loss tests: skip the fsync per commit
         }
         kw.update(overrides)
         return Settings(**kw)

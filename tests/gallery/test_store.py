@@ -39,6 +39,7 @@ def test_sqlite_pragmas(gallery: Gallery) -> None:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 20_000
+        assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, as the test settings ask
 
 
 def test_collections_crud(gallery: Gallery) -> None:
