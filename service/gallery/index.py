@@ -309,10 +309,11 @@ class VectorIndex:
             if k_eff <= 0:
                 return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
             index = self._search_index()
-            if self.kind == "ivf":
-                params = faiss.SearchParametersIVF(nprobe=self.params.nprobe_for(index.nlist))
+            if self.kind == "ivf" and index is self._index:
+                # per-call parameters: no shared mutable nprobe between concurrent readers
+                params = faiss.SearchParametersIVF(nprobe=self.params.nprobe_for(self._index.nlist))
                 scores, ids = index.search(q, k_eff, params=params)
-            else:
+            else:  # flat, or the GPU clone (nprobe was set on it when it was cloned)
                 scores, ids = index.search(q, k_eff)
         return scores, ids
 
@@ -322,6 +323,14 @@ class VectorIndex:
         with self._gpu_clone_lock:  # several readers may find the clone stale at once
             if self._gpu_dirty or self._gpu_index is None:
                 self._gpu_index = _to_gpu(self._index)
+                if self._gpu_index is not None and self.kind == "ivf":
+                    try:  # GPU indexes take no per-call SearchParameters
+                        faiss.GpuParameterSpace().set_index_parameter(
+                            self._gpu_index, "nprobe", self.params.nprobe_for(self._index.nlist)
+                        )
+                    except Exception:  # noqa: BLE001 - pragma: no cover - no GPU in CI
+                        log.warning("cannot set nprobe on the GPU index; searching on CPU")
+                        self._gpu_index = None
                 self._gpu_dirty = False
         return self._gpu_index if self._gpu_index is not None else self._index
 
