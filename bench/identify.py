@@ -156,13 +156,15 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         return index, time.perf_counter() - t0, max(0, rss_bytes() - r0)
 
     # exact (the service's IndexFlatIP), fp16 and 8-bit scalar-quantised flat
-    record("flat IP (exact)", exact, 0.0, n * dim * 4)
+    want = set(args.indexes.split(","))
+    if "flat" in want:
+        record("flat IP (exact)", exact, 0.0, n * dim * 4)
     del exact
-    for name, qt in (
-        ("flat fp16 (SQfp16)", faiss.ScalarQuantizer.QT_fp16),
-        ("flat SQ8", faiss.ScalarQuantizer.QT_8bit),
+    for key, name, qt in (
+        ("fp16", "flat fp16 (SQfp16)", faiss.ScalarQuantizer.QT_fp16),
+        ("sq8", "flat SQ8", faiss.ScalarQuantizer.QT_8bit),
     ):
-        if n > args.sq_max:
+        if n > args.sq_max or key not in want:
             continue
         index, bs, mem = build(lambda qt=qt: faiss.IndexScalarQuantizer(dim, qt, faiss.METRIC_INNER_PRODUCT))
         record(name, index, bs, mem)
@@ -188,33 +190,34 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         ivf.cp.niter = 12
         return ivf
 
-    index, bs, mem = build(make_ivf_flat)
+    index, bs, mem = build(make_ivf_flat) if "ivf" in want else (None, 0.0, 0)
     service_nprobe = max(1, min(nlist, max(12, int(math.ceil(args.service_nprobe_fraction * nlist)))))
     p = faiss.SearchParametersIVF(nprobe=service_nprobe)
-    record(
-        f"IVF{nlist},Flat nprobe={service_nprobe} (service)",
-        index,
-        bs,
-        mem,
-        p,
-        nlist=nlist,
-        nprobe=service_nprobe,
-    )
-    chosen, sweep = tune(index, lambda k: faiss.SearchParametersIVF(nprobe=k))
-    if chosen != service_nprobe:
+    if index is not None:
         record(
-            f"IVF{nlist},Flat nprobe={chosen}",
+            f"IVF{nlist},Flat nprobe={service_nprobe} (service)",
             index,
             bs,
             mem,
-            faiss.SearchParametersIVF(nprobe=chosen),
+            p,
             nlist=nlist,
-            nprobe=chosen,
-            sweep=sweep,
+            nprobe=service_nprobe,
         )
+        chosen, sweep = tune(index, lambda k: faiss.SearchParametersIVF(nprobe=k))
+        if chosen != service_nprobe:
+            record(
+                f"IVF{nlist},Flat nprobe={chosen}",
+                index,
+                bs,
+                mem,
+                faiss.SearchParametersIVF(nprobe=chosen),
+                nlist=nlist,
+                nprobe=chosen,
+                sweep=sweep,
+            )
     del index
 
-    if n >= args.pq_min:
+    if n >= args.pq_min and "pq" in want:
         m = dim // args.pq_dims_per_sub
 
         def make_pq() -> faiss.Index:
@@ -245,7 +248,7 @@ def run_one(dim: int, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
         del index
 
     # HNSW (flat storage), M from the settings default; efSearch tuned
-    if n <= args.hnsw_max:
+    if n <= args.hnsw_max and "hnsw" in want:
         index, bs, mem = build(lambda: faiss.IndexHNSWFlat(dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT))
         chosen = None
         sweep = []
@@ -315,6 +318,7 @@ def main() -> None:
     )
     ap.add_argument("--sq-max", type=parse_size, default=parse_size("1M"))
     ap.add_argument("--target-recall", type=float, default=0.99)
+    ap.add_argument("--indexes", default="flat,fp16,sq8,ivf,pq,hnsw", help="subset to run")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument(
         "--search-threads",
