@@ -122,6 +122,10 @@ def load_session(
         opts.intra_op_num_threads = intra_op_threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # The CPU arena keeps the high-water mark of every batch shape it has seen: with micro-batches
+    # of 1..32 crops the recognizer's RSS grew by ~430 MB over a few minutes of load (bench/load.py).
+    # Without it, buffers go back to the allocator after each run; throughput is unchanged on CPU.
+    opts.enable_cpu_mem_arena = False
 
     def make(model_bytes: bytes) -> ort.InferenceSession:
         chain = choose_providers(providers)
