@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     index_oversample: int = Field(
         4, ge=1, description="Identify searches top_k * this many faces before grouping them by identity."
     )
+    index_flat_fp16: bool = Field(
+        False,
+        description="Store exact-search vectors as fp16: half the memory, several times faster "
+        "single-query search, recall@10 ~0.999 instead of 1.",
+    )
     index_search_threads: int = Field(
         1,
         ge=0,

@@ -4,6 +4,9 @@ Kinds
 -----
 * ``flat`` — ``IndexIDMap2(IndexFlatIP)``: exact cosine search on L2-normalised vectors;
   ids are face ids. Used up to ``index_exact_max`` vectors.
+  With ``index_flat_fp16`` the vectors are stored as fp16 (``IndexScalarQuantizer``):
+  half the memory and, measured single-threaded at 1M, ~50 ms instead of ~300 ms per
+  query, at recall@10 0.9994 (scores differ from exact by ~1e-3).
 * ``ivf`` — ``IndexIVFFlat`` (inner product, spherical k-means, nlist ~ 2*sqrt(n)) which
   stores face ids natively. Above ``index_exact_max`` faces. Chosen over HNSW, measured on
   2 cores with face-shaped 512-d data (``bench/identify.py``, 100k faces): IVF builds
@@ -75,6 +78,7 @@ class IndexParams:
     ivf_nprobe: int = 0  # 0 = auto: IVF_AUTO_NPROBE_FRACTION of the lists
     use_gpu: bool = False
     search_threads: int = 1  # OpenMP threads per search call, set per calling thread (0 = default)
+    flat_fp16: bool = False  # store the "flat" kind as fp16 (half memory, ~6x faster at 1M)
 
     @classmethod
     def from_settings(cls, s: Any) -> IndexParams:
@@ -85,6 +89,7 @@ class IndexParams:
             ivf_nprobe=int(getattr(s, "index_ivf_nprobe", 0)),
             use_gpu=bool(s.index_use_gpu),
             search_threads=int(getattr(s, "index_search_threads", 1)),
+            flat_fp16=bool(getattr(s, "index_flat_fp16", False)),
         )
 
     def kind_for(self, n: int, current: IndexKind | None = None) -> IndexKind:
@@ -217,7 +222,12 @@ class VectorIndex:
         n = len(ids)
         kind = params.kind_for(n)
         if kind == "flat":
-            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            inner = (
+                faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                if params.flat_fp16
+                else faiss.IndexFlatIP(dim)
+            )
+            index: faiss.Index = faiss.IndexIDMap2(inner)
         else:
             nlist = params.nlist_for(n)
             quantizer = faiss.IndexFlatIP(dim)

@@ -197,3 +197,20 @@ def test_exact_to_ivf_switch_and_recall(open_gallery: Callable[..., Gallery]) ->
     assert np.array_equal(
         g2.indexed_ids("big"), np.sort(np.array([f.id for i in ids[101:] for f in g2.list_faces("big", i)]))
     )
+
+
+def test_flat_fp16_option_matches_exact(gallery: Gallery, open_gallery: Callable[..., Gallery]) -> None:
+    gallery.create_collection("c", model="m1")
+    centres, _, _, _ = populate(gallery, "c", 150)
+    q, _ = probes(centres, 40, seed=21)
+    exact = gallery.identify("c", "m1", q, top_k=3)
+    fp16 = open_gallery(index_flat_fp16=True)
+    assert fp16.index_stats("c")["kind"] == "flat"
+    approx = fp16.identify("c", "m1", q, top_k=3)
+    assert [r.matches[0].identity_id for r in approx] == [r.matches[0].identity_id for r in exact]
+    assert [r.best_score for r in approx] == pytest.approx([r.best_score for r in exact], abs=2e-3)
+    who = fp16.create_identity("c", "late")  # add/remove work on the fp16 index too
+    [f] = fp16.enroll("c", who.id, faces_for(q[:1], "m1", start=900))
+    assert fp16.identify("c", "m1", q[:1], top_k=1)[0].matches[0].face_id == f.id
+    fp16.delete_face("c", f.id)
+    assert f.id not in set(fp16.indexed_ids("c").tolist())
