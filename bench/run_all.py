@@ -28,7 +28,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, machine  # noqa: E402
 
-#: name -> (script, small-size flags, result file, timeout s)
+#: name -> (script, small-size flags, result file, timeout s). Benchmarks in OUT_FLAG take ``--out FILE``.
 BENCHMARKS: dict[str, tuple[str, list[str], str, int]] = {
     "embed": ("embed.py", ["--seconds", "3", "--batches", "1", "8", "32"], "embed.json", 600),
     "verify_latency": ("verify_latency.py", ["--pairs", "6", "--budget", "30"], "verify_latency.json", 600),
@@ -41,10 +41,14 @@ BENCHMARKS: dict[str, tuple[str, list[str], str, int]] = {
 }
 
 
-def run_one(name: str, full: bool, env: dict) -> dict:
+OUT_FLAG = {"identify", "verify_latency", "train_throughput"}
+
+
+def run_one(name: str, full: bool, env: dict, results_dir: Path = RESULTS) -> dict:
     script, flags, out, timeout = BENCHMARKS[name]
-    cmd = [sys.executable, str(BENCH / script), *([] if full else flags)]
-    path = RESULTS / out
+    path = (results_dir if name in OUT_FLAG else RESULTS) / out
+    cmd = [sys.executable, str(BENCH / script), *([] if full else flags),
+           *(["--out", str(path)] if name in OUT_FLAG else [])]
     before = path.stat().st_mtime if path.exists() else 0.0
     t0 = time.monotonic()
     try:
@@ -56,7 +60,7 @@ def run_one(name: str, full: bool, env: dict) -> dict:
     wall = round(time.monotonic() - t0, 1)
     fresh = path.exists() and path.stat().st_mtime > before
     result = json.loads(path.read_text()) if fresh else None
-    return {"command": " ".join(cmd[1:]), "exit_code": rc, "wall_s": wall, "result_file": str(path.relative_to(ROOT)),
+    return {"command": " ".join(cmd[1:]), "exit_code": rc, "wall_s": wall, "result_file": str(path),
             "fresh": fresh, "output_tail": tail, "result": result}
 
 
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of: " + ",".join(BENCHMARKS))
     ap.add_argument("--skip", default="")
     ap.add_argument("--full", action="store_true", help="run each benchmark with its own defaults (slow)")
+    ap.add_argument("--results-dir", type=Path, default=RESULTS,
+                    help="where benchmarks that take --out write their JSON (default bench/results)")
     args = ap.parse_args(argv)
     names = [n for n in (args.only.split(",") if args.only else BENCHMARKS) if n]
     names = [n for n in names if n not in args.skip.split(",")]
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": machine(), "load_avg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
     for n in names:
         print(f"== {n}", flush=True)
-        run = run_one(n, args.full, env)
+        run = run_one(n, args.full, env, args.results_dir)
         report["runs"][n] = run
         print(f"   exit {run['exit_code']}, {run['wall_s']} s, {'fresh result' if run['fresh'] else 'NO RESULT'}",
               flush=True)
