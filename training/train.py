@@ -306,6 +306,10 @@ class Trainer:
                 self.module,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False,
+                # Buffers are not broadcast each step: KappaFace's feature memory (samples x 512)
+                # would be copied on every forward, and its all-gather already keeps ranks equal.
+                # As in arcface_torch; rank 0's BN statistics are the ones checkpointed.
+                broadcast_buffers=False,
             )
         self.optimizer = build_optimizer(cfg, self.module, self.dist.world)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
