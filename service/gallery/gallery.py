@@ -258,10 +258,8 @@ class Gallery:
         if self._engine is None:
             raise RuntimeError("Gallery.start() has not been called")
         bind = self._wengine if write else self._engine
-        with mapped_errors():
-            with Session(bind=bind, expire_on_commit=False) as s:
-                with s.begin():
-                    yield s
+        with mapped_errors(), Session(bind=bind, expire_on_commit=False) as s, s.begin():
+            yield s
 
     # ------------------------------------------------------------------ collections
     def create_collection(
