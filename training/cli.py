@@ -129,6 +129,7 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Option(..., help="Model name: models/<name>/."),
         calib_pairs: Path = typer.Option(..., exists=True, help="Labelled pairs of people NOT trained on."),  # noqa: B008
         calib_root: Path | None = typer.Option(None),  # noqa: B008
+        calib_max_pairs: int | None = typer.Option(None, help="Evenly spaced subset of the calib pairs."),
         eval_pairs: list[Path] = typer.Option(  # noqa: B008
             [], help="Extra pair sets reported in the card (with/without flip)."
         ),
@@ -149,6 +150,7 @@ def register(app: typer.Typer) -> None:
             calib_pairs,
             calib_root,
             eval_pairs=eval_pairs,
+            calib_max_pairs=calib_max_pairs,
             opset=opset,
             do_simplify=simplify,
             fp16=fp16,
