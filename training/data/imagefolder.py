@@ -116,7 +116,8 @@ class ImageFolderDataset(CropDataset):
     """Identity folders of face images; label = position of the identity in sorted order.
 
     ``aligned=True`` trusts every file to be a 112x112 aligned crop (fast: no scan).
-    ``aligned=False`` runs :func:`prepare_aligned` into ``cache_dir`` first.
+    ``aligned=False`` runs :func:`prepare_aligned` into ``cache_dir`` first (default
+    ``data/aligned/<root name>``, git-ignored).
     """
 
     def __init__(
@@ -138,7 +139,8 @@ class ImageFolderDataset(CropDataset):
         if not aligned:
             manifest = prepare_aligned(
                 self.root,
-                cache_dir or self.root.parent / f"{self.root.name}_aligned",
+                # default beside the run, never inside the (possibly shared, read-only) data folder
+                cache_dir or Path("data") / "aligned" / self.root.name,
                 [n for n, _ in folders],
                 progress=progress,
             )
