@@ -133,3 +133,20 @@ def test_export_parity_card_and_service_load(runs: dict[str, Any], lfw_dir: Path
     thr, src = loaded.thresholds.for_far(1e-3)
     assert -1 <= thr <= 1 and "pairsDevTest" in src
     print(f"smoke model: same-pair cosine {same:.3f}, different-pair cosine {diff:.3f}, threshold {thr:.3f}")
+
+
+def test_fp16_export_parity(runs: dict[str, Any], lfw_dir: Path) -> None:
+    """fp16 weights, fp32 input/output: looser tolerance, same service path."""
+    pytest.importorskip("onnxconverter_common")
+    from training.export import export_model
+
+    card = export_model(
+        runs["full"].last_checkpoint,
+        "smoke-fp16",
+        runs["base"] / "models",
+        lfw_dir / "pairsDevTest.txt",
+        calib_max_pairs=40,
+        fp16=True,
+        progress=False,
+    )
+    assert card["training"]["export"]["fp16"] and card["training"]["parity"]["min_cosine_service"] > 0.999
