@@ -327,14 +327,18 @@ def provider_fallback(data_dir: Path) -> dict:
     records: list[logging.LogRecord] = []
     handler = logging.Handler(level=logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
-    logging.getLogger("facegate").addHandler(handler)
+    logger = logging.getLogger("facegate")
+    old_level = logger.level
+    logger.setLevel(logging.WARNING)  # whatever the root logger's level, warnings must reach us
+    logger.addHandler(handler)
     try:
         settings = _app_settings(data_dir, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
         with TestClient(create_app(settings)) as c:
             models = c.get("/v1/models", headers=ADMIN).json()["models"]
             ready = c.get("/readyz").status_code
     finally:
-        logging.getLogger("facegate").removeHandler(handler)
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
     runtime = {m["name"]: m["runtime"] for m in models if m["loaded"] and m["kind"] == "recognizer"}
     warnings = [r.getMessage() for r in records if r.levelno >= logging.WARNING and "CUDA" in r.getMessage()]
     return {"cuda_available": "CUDAExecutionProvider" in ort.get_available_providers(), "ready": ready,
