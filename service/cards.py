@@ -73,7 +73,7 @@ class Thresholds(BaseModel):
             import math
 
             key = min(self.far, key=lambda k: abs(math.log10(float(k)) - math.log10(far)))
-            return self.far[key], f"card FAR {key} ({self.source})" if self.source else f"card FAR {key}"
+            return self.far[key], f"card FAR {key}"
         return self.default, "card default"
 
 

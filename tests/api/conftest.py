@@ -34,6 +34,13 @@ ENROLLED = ["alex_lacamoire", "biden", "deepface_p10", "deepface_p11", "deepface
 STRANGERS = ["kate_siegel", "lin_manuel_miranda", "paul_rudd", "shea_whigham"]
 
 
+def card_threshold(recognizer: str = "sface-2021dec-int8bq") -> tuple[float, str]:
+    """What the API must answer when the request brings no threshold: the card's, at the default FAR."""
+    from service.pipeline.pipeline import FacePipeline
+
+    return FacePipeline(Settings()).threshold(recognizer)
+
+
 def photos(faces_dir: Path, who: str) -> list[Path]:
     return sorted(p for p in (faces_dir / who).iterdir() if p.suffix in (".jpg", ".png"))
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from tests.api.conftest import ADMIN, assert_error, b64, files
+from tests.api.conftest import ADMIN, assert_error, b64, card_threshold, files
 
 
 def test_detect_multipart_shape(app_client, faces_dir):
@@ -81,7 +81,7 @@ def test_embedding_similarities_separate_all_shared_pairs(app_client, faces_dir)
     same = [float(emb[a] @ emb[b]) for a, b, s in pairs if s]
     diff = [float(emb[a] @ emb[b]) for a, b, s in pairs if not s]
     assert len(same) == 24 and len(diff) == 382
-    assert min(same) > 0.363 > max(diff), (min(same), max(diff))
+    assert min(same) > card_threshold()[0] > max(diff), (min(same), max(diff))
 
 
 SAME = [("obama/1.jpg", "obama/2.jpg"), ("kit_harington/1.jpg", "kit_harington/3.jpg"),
@@ -96,7 +96,7 @@ def test_verify_pairs(app_client, faces_dir, a, b, same):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["same"] is same
-    assert body["threshold"] == pytest.approx(0.363) and body["threshold_source"] == "card default"
+    assert (body["threshold"], body["threshold_source"]) == pytest.approx(card_threshold())
     assert body["model"] == "sface-2021dec-int8bq" and body["against"] == "image"
     assert body["face"]["faces_found"] == 1 and body["face2"]["faces_found"] == 1
     assert (body["similarity"] >= body["threshold"]) is same

@@ -20,6 +20,7 @@ from tests.api.conftest import (
     ENROLLED,
     STRANGERS,
     assert_error,
+    card_threshold,
     b64,
     database,
     files,
@@ -143,8 +144,9 @@ def test_identify_held_out_photos_and_strangers(env, faces_dir):
         assert res["unknown"] is True and res["best"] is None, (who, res)
         assert all(not c["above_threshold"] for c in res["candidates"])
         env.answers[str(probe)] = (None, max([c["similarity"] for c in res["candidates"]], default=-1.0))
-    assert body["searched"] == [{"collection_id": COLL, "model": "sface-2021dec-int8bq", "threshold": 0.363,
-                                 "threshold_source": "card default"}]
+    thr, source = card_threshold()
+    assert body["searched"] == [{"collection_id": COLL, "model": "sface-2021dec-int8bq", "threshold": thr,
+                                 "threshold_source": source}]
 
 
 def test_identify_mean_aggregate_threshold_and_json(env, faces_dir):
@@ -237,7 +239,7 @@ def test_models_listed_with_cards(env):
     assert r.status_code == 200
     by = {m["name"]: m for m in r.json()["models"]}
     assert by["sface-2021dec-int8bq"]["loaded"] and by["sface-2021dec-int8bq"]["runtime"]["dim"] == 128
-    assert by["sface-2021dec-int8bq"]["card"]["thresholds"]["default"] == 0.363
+    assert by["sface-2021dec-int8bq"]["card"]["thresholds"]["default"] == card_threshold()[0]
     assert by["yunet-2023mar-int8bq"]["kind"] == "detector"
     assert SWITCH_MODEL in by
 
