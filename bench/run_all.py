@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma list of: " + ",".join(BENCHMARKS))
     ap.add_argument("--skip", default="")
     ap.add_argument("--full", action="store_true", help="run each benchmark with its own defaults (slow)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild the report from the result files already there (after re-running one benchmark)")
     ap.add_argument("--results-dir", type=Path, default=RESULTS,
                     help="where benchmarks that take --out write their JSON (default bench/results)")
     args = ap.parse_args(argv)
@@ -195,7 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("FACEGATE_TEST_DATA", str((ROOT.parent / "shared" / "data").resolve()))
     report = {"machine_name": args.machine, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": machine(), "load_avg_start": [round(x, 2) for x in os.getloadavg()], "runs": {}}
+    prev_path = RESULTS / f"{args.machine}.json"
+    prev = json.loads(prev_path.read_text()).get("runs", {}) if prev_path.exists() else {}
     for n in names:
+        if args.report_only:
+            _, _, out, _ = BENCHMARKS[n]
+            path = (args.results_dir if n in OUT_FLAG else RESULTS) / out
+            run = {**prev.get(n, {"command": "(not run by run_all)", "exit_code": None, "wall_s": None}),
+                   "result_file": str(path), "fresh": path.exists(), "output_tail": prev.get(n, {}).get("output_tail", "")}
+            run["result"] = json.loads(path.read_text()) if path.exists() else None
+            report["runs"][n] = run
+            continue
         print(f"== {n}", flush=True)
         run = run_one(n, args.full, env, args.results_dir)
         report["runs"][n] = run
