@@ -38,8 +38,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import write_result  # noqa: E402
-from bench.load import ADMIN_KEY, PEOPLE, Server, photos_of  # noqa: E402
+from bench.common import write_result
+from bench.load import ADMIN_KEY, PEOPLE, Server, photos_of
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 COLL = "crash"
@@ -96,7 +96,8 @@ def sigkill_rounds(data_dir: Path, faces_dir: Path, *, rounds: int = 5, clients:
             stop = threading.Event()
             unexpected: list[str] = []
 
-            def worker(who: str, url: str = server.url) -> None:
+            def worker(who: str, url: str = server.url, stop: threading.Event = stop, attempts: list = attempts,
+                       round_acked: dict = round_acked, unexpected: list = unexpected) -> None:
                 imgs = photos_of(faces_dir, who)
                 i = rng.randrange(len(imgs))
                 with httpx.Client(base_url=url, headers=ADMIN, timeout=60) as cl:
@@ -307,7 +308,8 @@ def model_faults(root: Path, shared_model: Path | None, *, cli: bool = True) -> 
         script = Path(sys.executable).parent / "facegate"
         env = {**os.environ, "FACEGATE_MODELS_DIR": str(models), "FACEGATE_DATA_DIR": str(root / "cli" / "data")}
         t0 = time.monotonic()
-        p = subprocess.run([str(script), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=120)
+        p = subprocess.run([str(script), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
         text = p.stdout + p.stderr
         first = next((ln for ln in text.splitlines() if "cannot start" in ln), "")
         out["cli_missing"] = {"exit_code": p.returncode, "seconds": round(time.monotonic() - t0, 1),

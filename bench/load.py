@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import write_result  # noqa: E402
+from bench.common import write_result
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 COLL = "load"
@@ -68,7 +68,7 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         script = Path(sys.executable).parent / "facegate"
         launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
-        self._logf = open(self.log, "ab")
+        self._logf = open(self.log, "ab")  # noqa: SIM115 - closed by stop()/kill()
         self.proc = subprocess.Popen([*launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
                                      env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -118,7 +118,7 @@ class Server:
         if f and not f.closed:
             f.close()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Server:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

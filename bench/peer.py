@@ -33,7 +33,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import write_result  # noqa: E402
+from bench.common import write_result
 
 TARGET_RATIO = 5.0
 
@@ -43,7 +43,7 @@ def load_peer():
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import face_recognition  # noqa: F401
+            import face_recognition
         return face_recognition, None
     except SystemExit as e:  # face_recognition calls quit() when face_recognition_models is missing
         return None, f"face_recognition exited at import ({e}); usually setuptools>=81 (no pkg_resources)"

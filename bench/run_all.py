@@ -26,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import RESULTS, machine  # noqa: E402
+from bench.common import RESULTS, machine
 
 #: name -> (script, small-size flags, result file, timeout s). Benchmarks in OUT_FLAG take ``--out FILE``.
 BENCHMARKS: dict[str, tuple[str, list[str], str, int]] = {
@@ -52,7 +52,7 @@ def run_one(name: str, full: bool, env: dict, results_dir: Path = RESULTS) -> di
     before = path.stat().st_mtime if path.exists() else 0.0
     t0 = time.monotonic()
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
         rc, tail = p.returncode, (p.stdout + p.stderr)[-4000:]
     except subprocess.TimeoutExpired as e:
         rc, tail = "timeout", ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
@@ -157,8 +157,8 @@ def targets(runs: dict) -> list[dict]:
 def markdown(name: str, report: dict) -> str:
     m = report["machine"]
     lines = [f"# Benchmark report — {name}", "",
-             f"{report['when']} · {m.get('cpu', '?')} · {m.get('cpus')} CPUs · onnxruntime {m.get('onnxruntime', '?')} · "
-             f"load average at start {report['load_avg_start']}, at end {report['load_avg_end']}", "",
+             (f"{report['when']} · {m.get('cpu', '?')} · {m.get('cpus')} CPUs · onnxruntime {m.get('onnxruntime', '?')} · "
+              f"load average at start {report['load_avg_start']}, at end {report['load_avg_end']}"), "",
              "Timings on shared 2-core machines drift ±30 %: every target is a ratio measured within one run.", "",
              "| target | measured | goal | met | note |", "|---|---|---|---|---|"]
     for r in report["targets"]:

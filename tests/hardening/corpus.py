@@ -116,7 +116,7 @@ def image_payloads(faces_dir: Path) -> dict[str, tuple[bytes, str, str, Any]]:
     idat = png_bytes.find(b"IDAT")
     gray = Image.new("RGB", (320, 240), (128, 128, 128))
 
-    E = lambda status, code: (status, code)  # noqa: E731
+    E = lambda status, code: (status, code)
     return {
         # nothing / not an image
         "zero_bytes": (b"", "empty.jpg", "image/jpeg", E(400, "empty_image")),

@@ -15,12 +15,12 @@ from collections import Counter
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from schemathesis import checks as st_checks  # noqa: E402
-from schemathesis.specs.openapi import checks as oa_checks  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import checks as st_checks
+from schemathesis.specs.openapi import checks as oa_checks
 
-from tests.api.conftest import ADMIN, make_settings  # noqa: E402
-from tests.hardening.conftest import MAX_IMAGE, MAX_REQUEST  # noqa: E402
+from tests.api.conftest import ADMIN, make_settings
+from tests.hardening.conftest import MAX_IMAGE, MAX_REQUEST
 
 EXAMPLES = int(os.environ.get("FACEGATE_FUZZ_EXAMPLES", "20"))
 CHECKS = [
@@ -43,7 +43,7 @@ def fuzz_schema(tmp_path_factory, test_data):
 
 
 def test_schemathesis_all_operations(fuzz_schema, capsys) -> None:
-    schema, app = fuzz_schema
+    schema, _app = fuzz_schema
     stats: Counter = Counter()
     failures: list[str] = []
     operations = []
@@ -66,19 +66,19 @@ def test_schemathesis_all_operations(fuzz_schema, capsys) -> None:
             stats[f"code_{response.status_code}"] += 1
             try:
                 case.validate_response(response, checks=CHECKS)
-            except Exception as e:  # noqa: BLE001 - collect every operation's failure, then fail once
-                failures.append(f"{op.method.upper()} {op.path}: {str(e)[:1500]}")
+            except Exception as e:
+                failures.append(f"{op.method.upper()} {op.path}: {str(e)[:1500]}")  # noqa: B023 - run() is called in this iteration
                 raise
 
         try:
             run()
-        except Exception:  # noqa: BLE001 - already recorded in failures
+        except Exception:  # noqa: BLE001, S110 - already recorded in failures
             pass
         stats["operations"] += 1
 
     with capsys.disabled():
         print(f"\nschemathesis: {stats['operations']} operations, {stats['requests']} requests "
-              f"(max {EXAMPLES} examples each), statuses {dict((k, v) for k, v in stats.items() if k.startswith('code_'))}, "
+              f"(max {EXAMPLES} examples each), statuses {{k: v for k, v in stats.items() if k.startswith('code_')}}, "
               f"failures: {len(failures)}")
     assert stats["operations"] >= 20
     assert not failures, "\n\n".join(failures)

@@ -233,7 +233,7 @@ def test_deleting_an_identity_erases_crops_and_embeddings(app, faces_dir) -> Non
     for f in fids:
         assert app.get(f"/v1/collections/sec-b/faces/{f}/crop", headers=ADMIN).status_code == 404
     with g.engine.connect() as c:
-        q = "SELECT COUNT(*) FROM {t} WHERE {col} IN (%s)" % ",".join(map(str, fids))
+        q = "SELECT COUNT(*) FROM {t} WHERE {col} IN (" + ",".join(map(str, fids)) + ")"
         assert c.execute(sa.text(q.format(t="faces", col="id"))).scalar() == 0
         assert c.execute(sa.text(q.format(t="embeddings", col="face_id"))).scalar() == 0
     assert not set(fids) & set(np.asarray(g.indexed_ids("sec-b")).tolist())
@@ -269,7 +269,7 @@ def test_logs_never_contain_keys_or_image_bytes(app, faces_dir, caplog) -> None:
         app.post("/v1/detect", files=[("image", ("x.jpg", photo[: len(photo) // 2], "image/jpeg"))],
                  headers={"X-API-Key": key})
         app.post("/v1/keys", json={"name": "logged?", "scopes": ["read"]}, headers=ADMIN)
-        app.post("/v1/verify", content='{"image": "%s", "embedding": [NaN, 1]}' % b64,
+        app.post("/v1/verify", content='{"image": "' + b64 + '", "embedding": [NaN, 1]}',
                  headers={"X-API-Key": key, "Content-Type": "application/json"})
     finally:
         logging.getLogger("").setLevel(logging.WARNING)
