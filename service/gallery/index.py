@@ -12,8 +12,11 @@ Kinds
   2 cores with face-shaped 512-d data (``bench/identify.py``, 100k faces): IVF builds
   ~5x faster (21 s vs 98 s; at 1M HNSW needs ~15-20 min, too long for the rebuild from
   the DB at start-up this design relies on), and it supports real deletion, where
-  ``IndexHNSW`` cannot remove vectors (tombstones would grow until a rebuild). HNSW is
-  faster per query at equal recall; see the benchmark's table for both.
+  ``IndexHNSW`` cannot remove vectors (tombstones would grow until a rebuild). At 1M
+  faces HNSW32 (efSearch 512) built in 704 s and found 96 % of the decision-relevant
+  neighbours (top identity right for 99.8 % of probes) at p50 4.3 ms; IVF2000 with the
+  auto nprobe (200) built in 100 s and found 99.85 % (top identity 100 %) at p50 18 ms,
+  p99 28 ms (one search thread, loaded 2-core machine).
   (``IndexIDMap2`` is not used around IVF: its ``remove_ids`` assumes the inner index
   compacts ids the way a flat index does, which IVF does not.)
 
