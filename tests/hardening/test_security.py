@@ -61,7 +61,7 @@ def test_keys_are_stored_hashed_and_never_listed(app) -> None:
     with g.engine.connect() as c:
         stored = c.execute(sa.text("SELECT key_hash, prefix FROM api_keys WHERE id = :i"), {"i": kid}).one()
     assert stored.key_hash == "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
-    assert secret.split("_")[2] not in stored.key_hash
+    assert secret.split("_", 2)[2] not in stored.key_hash
     with g.engine.connect() as c:  # make sure the WAL is in the file we scan
         c.exec_driver_sql("PRAGMA wal_checkpoint(FULL)")
     for f in db_files(app.data_dir):
@@ -275,7 +275,7 @@ def test_logs_never_contain_keys_or_image_bytes(app, faces_dir, caplog) -> None:
         logging.getLogger("").setLevel(logging.WARNING)
     text = caplog.text + "".join(json.dumps(getattr(r, "args", None), default=str) for r in caplog.records)
     assert caplog.records, "nothing was logged: the capture is not working"
-    for secret in (key, key.split("_")[2], wrong, ADMIN_KEY):
+    for secret in (key, key.split("_", 2)[2], wrong, ADMIN_KEY):
         assert secret not in text, "an API key was logged"
     for chunk in (b64[1000:1064], b64[-64:]):
         assert chunk not in text, "image bytes (base64) were logged"
