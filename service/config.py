@@ -77,9 +77,9 @@ class Settings(BaseSettings):
     threshold_override: float | None = Field(None, ge=-1, le=1, description="Fixed threshold for every model.")
 
     # --- gallery index ------------------------------------------------------------------------
-    index_exact_max: int = Field(200_000, ge=0, description="Exact search up to this many faces, HNSW above.")
-    index_hnsw_m: int = Field(32, ge=4, description="HNSW graph degree for large galleries.")
-    index_hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth (recall vs latency).")
+    index_exact_max: int = Field(
+        200_000, ge=0, description="Exact search up to this many faces per collection x model, IVF above."
+    )
     index_use_gpu: bool = Field(True, description="Use faiss GPU indexes when faiss-gpu and a GPU are present.")
     index_ivf_nprobe: int = Field(
         0, ge=0, description="IVF lists searched per query above index_exact_max (0 = auto: 10% of the lists, at least 12)."

@@ -131,7 +131,7 @@ def test_export_parity_card_and_service_load(runs: dict[str, Any], lfw_dir: Path
     assert diff == pytest.approx(float(ref[0] @ ref[2]), abs=1e-4)
     assert diff < 0.99  # precise-BN: eval-mode embeddings of a short run do not collapse to one point
     thr, src = loaded.thresholds.for_far(1e-3)
-    assert -1 <= thr <= 1 and "pairsDevTest" in src
+    assert -1 <= thr <= 1 and src == "card FAR 1e-3" and "pairsDevTest" in loaded.thresholds.source
     print(f"smoke model: same-pair cosine {same:.3f}, different-pair cosine {diff:.3f}, threshold {thr:.3f}")
 
 
