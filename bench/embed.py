@@ -26,11 +26,11 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import write_result  # noqa: E402
-from service.cards import Registry  # noqa: E402
-from service.config import REPO_MODELS_DIR, Settings  # noqa: E402
-from service.engine.batcher import MicroBatcher  # noqa: E402
-from service.engine.embedder import load_embedder  # noqa: E402
+from bench.common import write_result
+from service.cards import Registry
+from service.config import REPO_MODELS_DIR, Settings
+from service.engine.batcher import MicroBatcher
+from service.engine.embedder import load_embedder
 
 
 def registry() -> Registry:

@@ -39,7 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import write_result
-from bench.load import ADMIN_KEY, PEOPLE, Server, photos_of
+from bench.load import ADMIN_KEY, PEOPLE, photos_of, server_env
+from tests.server import Server
 
 ADMIN = {"X-API-Key": ADMIN_KEY}
 COLL = "crash"
@@ -77,7 +78,7 @@ def sigkill_rounds(data_dir: Path, faces_dir: Path, *, rounds: int = 5, clients:
     """Kill -9 the server mid-enroll ``rounds`` times; check durability and consistency each time."""
     rng = random.Random(seed)
     people = [w for w in PEOPLE if len(photos_of(faces_dir, w)) >= 2][:clients]
-    server = Server(data_dir).start()
+    server = Server(data_dir, server_env()).start()
     with httpx.Client(base_url=server.url, headers=ADMIN, timeout=60) as c:
         assert c.post("/v1/collections", json={"id": COLL}).status_code in (201, 409)
         ids = {}
@@ -131,7 +132,7 @@ def sigkill_rounds(data_dir: Path, faces_dir: Path, *, rounds: int = 5, clients:
                 acked[w] |= set(round_acked[w])
 
             crashed = db_checks(data_dir / "facegate.db", COLL)  # the files exactly as the crash left them
-            server = Server(data_dir).start()
+            server = Server(data_dir, server_env()).start()
             with httpx.Client(base_url=server.url, headers=ADMIN, timeout=60) as c:
                 stored: set[int] = set()
                 lost = 0

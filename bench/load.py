@@ -20,9 +20,7 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import write_result
+from tests.server import Server
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 COLL = "load"
@@ -44,85 +43,10 @@ PEOPLE = ["alex_lacamoire", "biden", "deepface_p10", "deepface_p11", "deepface_p
 RSS_GROWTH_LIMIT = 0.10
 
 
-# --- a server process ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``facegate serve`` on a free loopback port with FACEGATE_* env; start / kill (SIGKILL) / stop."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        self.data_dir = Path(data_dir)
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "FACEGATE_DATA_DIR": str(self.data_dir), "FACEGATE_LOG_LEVEL": "warning",
-                    "FACEGATE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "FACEGATE_RATE_LIMIT_PER_MINUTE": "0",
-                    "FACEGATE_INDEX_USE_GPU": "false", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.log = self.data_dir / f"server-{self.port}.log"
-
-    def start(self, timeout: float = 90.0) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        script = Path(sys.executable).parent / "facegate"
-        launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
-        self._logf = open(self.log, "ab")  # noqa: SIM115 - closed by stop()/kill()
-        self.proc = subprocess.Popen([*launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout}s: {self.log.read_text()[-3000:]}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def rss(self) -> int:
-        """Resident set size of the server process, bytes (from /proc, no psutil needed)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._close()
-
-    def _close(self) -> None:
-        f = getattr(self, "_logf", None)
-        if f and not f.closed:
-            f.close()
-
-    def __enter__(self) -> Server:  # noqa: PYI034
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What the benchmark servers run with: a known admin key, no rate limit, CPU index."""
+    return {"FACEGATE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY, "FACEGATE_RATE_LIMIT_PER_MINUTE": "0",
+            "FACEGATE_INDEX_USE_GPU": "false", **(extra or {})}
 
 
 # --- workload -----------------------------------------------------------------------------------------
@@ -349,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             url, rss = args.url, None
         else:
-            server = Server(tmp / "data", dict(kv.split("=", 1) for kv in args.server_env)).start()
+            server = Server(tmp / "data", server_env(dict(kv.split("=", 1) for kv in args.server_env))).start()
             url, rss = server.url, server.rss
         res = run_load(url, args.key, faces, clients=args.clients, duration=args.duration, mix=args.mix, rss=rss,
                        seed=args.seed, warmup=args.warmup)

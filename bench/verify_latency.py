@@ -31,9 +31,6 @@ import csv
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,15 +42,12 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.server import Server
+
 RESULTS = ROOT / "bench" / "results" / "verify_latency.json"
 KEY = "bench-bootstrap-admin-key-0123456789"
 TARGET = 1.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pick_pairs(faces_dir: Path, n: int) -> list[tuple[Path, Path, bool]]:
@@ -66,28 +60,6 @@ def pick_pairs(faces_dir: Path, n: int) -> list[tuple[Path, Path, bool]]:
     chosen = [same[i] for i in rng.choice(len(same), n // 2, replace=False)]
     chosen += [diff[i] for i in rng.choice(len(diff), n - n // 2, replace=False)]
     return [(faces_dir / r["a"], faces_dir / r["b"], r["same"] == "1") for r in chosen]
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "FACEGATE_DATA_DIR": str(data_dir), "FACEGATE_BOOTSTRAP_ADMIN_KEY": KEY,
-           "FACEGATE_RATE_LIMIT_PER_MINUTE": "0", "FACEGATE_LOG_LEVEL": "warning", "FACEGATE_WORKERS": "1"}
-    script = Path(sys.executable).parent / "facegate"
-    launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
-    proc = subprocess.Popen([*launcher, "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}/readyz"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not become ready in 60 s")
 
 
 def stats(ms: list[float]) -> dict[str, float]:
@@ -137,16 +109,16 @@ def main() -> int:
         return float(emb[0] @ emb[1]) >= thr
 
     tmp = Path(tempfile.mkdtemp(prefix="facegate-bench-"))
-    port = free_port()
     t_start = time.monotonic()
-    server = start_server(tmp, port)
+    server = Server(tmp, {"FACEGATE_BOOTSTRAP_ADMIN_KEY": KEY, "FACEGATE_RATE_LIMIT_PER_MINUTE": "0",
+                          "FACEGATE_WORKERS": "1"}).start(timeout=120)
     startup_s = time.monotonic() - t_start
     local_ms: list[float] = []
     par_ms: list[float] = []
     http_ms: list[float] = []
     agree = 0
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}, timeout=30) as client:
+        with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as client:
 
             def over_http(a: bytes, b: bytes) -> bool:
                 r = client.post("/v1/verify", files={"image": ("a.jpg", a, "image/jpeg"),
@@ -175,11 +147,7 @@ def main() -> int:
                     agree += int(d_local == d_http == d_par == same)
                 rounds += 1
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop()
         pipeline.close()
         pool.shutdown()
 

@@ -14,7 +14,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from tests.api.conftest import ADMIN, ADMIN_KEY, ENROLLED, photos
-from tests.api.server import Server
+from tests.server import Server
 
 COLL = "crash"
 CLIENTS = 4

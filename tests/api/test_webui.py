@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import ADMIN, ADMIN_KEY
-from tests.api.server import Server
+from tests.server import Server
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 
-from bench.load import Server, run_load, table
+from bench.load import run_load, server_env, table
+from tests.server import Server
 
 SECONDS = float(os.environ.get("FACEGATE_LOAD_SECONDS", "6"))
 
 
 def test_short_mixed_load_has_no_errors(tmp_path, faces_dir) -> None:
-    with Server(tmp_path / "data") as server:
+    with Server(tmp_path / "data", server_env()) as server:
         res = run_load(server.url, "bench-admin-key-0123456789abcdef", faces_dir, clients=8, duration=SECONDS,
                        mix={"verify": 0.45, "identify": 0.45, "enroll": 0.10}, rss=server.rss, warmup=1.0,
                        people=4, enroll_targets=2)

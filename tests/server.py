@@ -1,4 +1,5 @@
-"""A real ``facegate serve`` process on a free loopback port, for tests that need HTTP."""
+"""A real ``facegate serve`` process on a free loopback port, for the tests and benchmarks that need HTTP
+(crash recovery, the browser test, load and fault runs). One implementation for all of them."""
 
 from __future__ import annotations
 
@@ -31,12 +32,12 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 90.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         script = Path(sys.executable).parent / "facegate"  # the installed console script
         launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
         cmd = [*launcher, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        self._logf = open(self.log, "ab")
+        self._logf = open(self.log, "ab")  # noqa: SIM115 - closed by stop()/kill()
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=self._logf, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -50,6 +51,19 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server not ready after {timeout}s: {self.log.read_text()[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss(self) -> int:
+        """Resident set size of the server process, bytes (from /proc, no psutil needed)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers, no flushing — a crash."""
@@ -73,7 +87,7 @@ class Server:
         if f and not f.closed:
             f.close()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Server:  # noqa: PYI034
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
