@@ -9,21 +9,18 @@ a fresh schema (the same scheme as tests/gallery).
 from __future__ import annotations
 
 import base64
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import Settings
+from tests.databases import fresh_database
 
-PG_ENV = "FACEGATE_TEST_POSTGRES_URL"
 ADMIN_KEY = "test-bootstrap-admin-key-0123456789"
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
@@ -91,34 +88,9 @@ def assert_error(r, status: int, code: str) -> dict:
     return err
 
 
-def with_pg_options(url: str, *options: str) -> str:
-    u = sa.make_url(url)
-    existing = u.query.get("options", "")
-    if isinstance(existing, tuple):
-        existing = " ".join(existing)
-    opts = " ".join([existing, *options]).strip()
-    return u.update_query_dict({"options": opts}).render_as_string(hide_password=False)
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
+def database(kind: str, tmp: Path):
     """A fresh database URL: SQLite in ``tmp``, or a fresh PostgreSQL schema."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'facegate.db'}"
-        return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is unset: PostgreSQL variant of the API tests skipped (CI sets it)")
-    schema = f"api_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as c:
-        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield with_pg_options(base, f"-csearch_path={schema}")
-    finally:
-        with admin.begin() as c:
-            c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    return fresh_database(kind, tmp, prefix="api")
 
 
 @pytest.fixture(scope="module")

@@ -4,50 +4,21 @@ is shared, so each test creates a fresh schema and drops it afterwards)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from service.config import Settings
 from service.gallery import EnrollFace, Gallery
-
-PG_ENV = "FACEGATE_TEST_POSTGRES_URL"
-
-
-def with_pg_options(url: str, *options: str) -> str:
-    """Add ``-c name=value`` server options (search_path, read-only...) to a psycopg URL."""
-    u = sa.make_url(url)
-    existing = u.query.get("options", "")
-    if isinstance(existing, tuple):
-        existing = " ".join(existing)
-    opts = " ".join([existing, *options]).strip()
-    return u.update_query_dict({"options": opts}).render_as_string(hide_password=False)
-
+from tests.databases import fresh_database
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gallery.db'}"
-        return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"{PG_ENV} is unset: PostgreSQL variant skipped (CI sets it)")
-    schema = f"gt_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as c:
-        c.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield with_pg_options(base, f"-csearch_path={schema}")
-    finally:
-        with admin.begin() as c:
-            c.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    with fresh_database(request.param, tmp_path, prefix="gt", sqlite_name="gallery.db") as url:
+        yield url
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from service.errors import StorageUnavailable
 from service.gallery import Gallery
 from service.gallery.synthetic import gallery as synth_gallery
-from tests.gallery.conftest import faces_for, with_pg_options
+from tests.databases import with_pg_options
+from tests.gallery.conftest import faces_for
 
 DIM = 64
 
