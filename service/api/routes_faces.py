@@ -85,11 +85,12 @@ async def embed_route(
         raise InvalidRequest("the request has no image (send 'image', repeated for a batch, or 'images')")
     if len(images) > MAX_BATCH_IMAGES:
         raise InvalidRequest(f"at most {MAX_BATCH_IMAGES} images per call", count=len(images))
-    prepared = [
-        await prepare(pipeline, img, detector=None, recognizer=model, need_face=True, strict=params.strict,
-                      largest_only=params.largest_only, aligned=params.aligned)
+    # Decode + detect of the batch's images run side by side in the thread pool.
+    prepared = await asyncio.gather(*(
+        prepare(pipeline, img, detector=None, recognizer=model, need_face=True, strict=params.strict,
+                largest_only=params.largest_only, aligned=params.aligned)
         for img in images
-    ]
+    ))
     crops = [c for p in prepared for c in p.crops]
     embs = await embed(pipeline, crops, model)
     faces, k = [], 0
