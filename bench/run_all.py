@@ -30,7 +30,7 @@ from bench.common import RESULTS, machine
 
 #: name -> (script, small-size flags, result file, timeout s). Benchmarks in OUT_FLAG take ``--out FILE``.
 BENCHMARKS: dict[str, tuple[str, list[str], str, int]] = {
-    "embed": ("embed.py", ["--seconds", "3", "--batches", "1", "8", "32"], "embed.json", 600),
+    "embed": ("embed.py", ["--seconds", "6", "--rounds", "3", "--batches", "1", "8", "32"], "embed.json", 600),
     "verify_latency": ("verify_latency.py", ["--pairs", "6", "--budget", "30"], "verify_latency.json", 600),
     "identify": ("identify.py", ["--sizes", "1M", "--queries", "200", "--latency-queries", "100",
                                  "--latency-budget", "4", "--nprobe", "64,256,512"], "identify.json", 1500),
