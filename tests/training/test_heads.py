@@ -24,15 +24,7 @@ from training.heads import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for this module, restored afterwards: the tensors are tiny, and on a
-    busy 2-core machine OpenMP threads spin-wait for each other (measured: MobileFaceNet
-    fwd+bwd 0.33 s on 1 thread vs 1.5 s on 2)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 pytestmark = pytest.mark.filterwarnings("error::UserWarning")
