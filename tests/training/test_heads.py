@@ -24,10 +24,9 @@ from training.heads import (
 )
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-pytestmark = pytest.mark.filterwarnings("error::UserWarning")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("error::UserWarning")]
 
 S = 64.0
 CENTRE_ANGLES = [0.0, math.pi / 2, math.pi, 3 * math.pi / 2]  # 4 classes on the unit circle
