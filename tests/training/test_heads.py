@@ -24,8 +24,6 @@ from training.heads import (
 )
 
 
-
-
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("error::UserWarning")]
 
 S = 64.0
