@@ -306,16 +306,7 @@ class Gallery:
             rows = s.scalars(sa.select(CollectionRow).order_by(CollectionRow.id)).all()
             if not counts:
                 return [self._collection_record(r) for r in rows]
-            ids = dict(
-                s.execute(
-                    sa.select(IdentityRow.collection_id, sa.func.count()).group_by(IdentityRow.collection_id)
-                ).all()
-            )
-            faces = dict(
-                s.execute(
-                    sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)
-                ).all()
-            )
+            ids, faces = self._counts_by_collection(s)
             return [self._collection_record(r, ids.get(r.id, 0), faces.get(r.id, 0)) for r in rows]
 
     def update_collection(
@@ -792,21 +783,19 @@ class Gallery:
                 return np.zeros((0, 0), np.float32)
         return np.frombuffer(b"".join(r[0] for r in rows), np.float32).reshape(len(rows), rows[0][1]).copy()
 
+    @staticmethod
+    def _counts_by_collection(s: Session) -> tuple[dict[str, int], dict[str, int]]:
+        """Identities and faces per collection id, in two grouped queries."""
+        ids = sa.select(IdentityRow.collection_id, sa.func.count()).group_by(IdentityRow.collection_id)
+        faces = sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)
+        return dict(s.execute(ids).tuples().all()), dict(s.execute(faces).tuples().all())
+
     def gallery_size(self) -> GallerySize:
         """Counts for metrics: collections, identities, faces (total and per collection)
         and vectors currently held by this process's FAISS indexes."""
         with self._tx() as s:
             colls = list(s.scalars(sa.select(CollectionRow.id)))
-            ids = dict(
-                s.execute(
-                    sa.select(IdentityRow.collection_id, sa.func.count()).group_by(IdentityRow.collection_id)
-                ).all()
-            )
-            faces = dict(
-                s.execute(
-                    sa.select(FaceRow.collection_id, sa.func.count()).group_by(FaceRow.collection_id)
-                ).all()
-            )
+            ids, faces = self._counts_by_collection(s)
         with self._slots_lock:
             indexed = {f"{c}/{m}": (sl.index.ntotal if sl.index else 0) for (c, m), sl in self._slots.items()}
         return GallerySize(
