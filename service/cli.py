@@ -204,8 +204,8 @@ def models_inspect(name: str, as_json: bool = JsonOpt) -> None:
     try:
         card = p.card(name)
         path = p.registry.weights_path(card)
-        loaded = (p.detector(name) and p.loaded_models()[name]) if card.kind == "detector" else (
-            p.embedder(name) and p.loaded_models()[name])
+        (p.detector if card.kind == "detector" else p.embedder)(name)
+        loaded = p.loaded_models()[name]
     except FacegateError as e:
         _fail(e, as_json)
     out = {"card": card.model_dump(mode="json", exclude_none=True), "weights": str(path), "loaded": loaded}
