@@ -153,7 +153,10 @@ class Registry:
         return self.models_dir / check_name(name) / CARD_FILE
 
     def get(self, name: str) -> ModelCard:
-        """The card, parsed once and re-read only when its file changes (it is read per request)."""
+        """The card, parsed once and re-read only when its file changes (it is read per request).
+
+        The same object is handed to every caller: treat it as read-only and save a
+        ``model_copy(update=...)`` to change a card."""
         path = self.card_path(name)
         try:
             stamp = path.stat().st_mtime_ns
@@ -161,13 +164,13 @@ class Registry:
             raise ModelNotFound(f"model {name!r} is not registered in {self.models_dir}", model=name) from None
         hit = self._cards.get(name)
         if hit is not None and hit[0] == stamp:
-            return hit[1].model_copy(deep=True)
+            return hit[1]
         try:
             card = ModelCard.model_validate_json(path.read_text())
         except ValueError as e:
             raise ModelLoadError(f"invalid model card {path}: {e}") from e
         self._cards[name] = (stamp, card)
-        return card.model_copy(deep=True)
+        return card
 
     def cards(self) -> list[ModelCard]:
         return [self.get(n) for n in self.names()]

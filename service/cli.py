@@ -322,9 +322,10 @@ def models_calibrate(
     )
     result["skipped_images"] = skipped
     if write:
-        card.thresholds = Thresholds(**result["thresholds"])
-        card.accuracy = {**card.accuracy, f"tar_at_far_{identities.name}": result["tar_at_far"]}
-        p.registry.save(card)
+        p.registry.save(card.model_copy(update={
+            "thresholds": Thresholds(**result["thresholds"]),
+            "accuracy": {**card.accuracy, f"tar_at_far_{identities.name}": result["tar_at_far"]},
+        }))
     if as_json:
         print(json.dumps(result))
         return
