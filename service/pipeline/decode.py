@@ -129,8 +129,7 @@ def decode_image(
     buf = np.frombuffer(data, dtype=np.uint8)
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and fmt in ("png", "gif", "webp"))
     if has_alpha:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        img = _flatten(img)
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps alpha; _to_bgr_u8 flattens it
     else:
         flag = cv2.IMREAD_COLOR
         if fmt == "jpeg" and min_side_after_reduce > 0:
@@ -155,19 +154,15 @@ def _to_bgr_u8(img: np.ndarray) -> np.ndarray:
         img = cv2.convertScaleAbs(img)
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if img.shape[2] == 4:
+    if img.shape[2] in (2, 4):
         return _flatten(img)
     if img.shape[2] == 1:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     return img
 
 
-def _flatten(img: np.ndarray | None) -> np.ndarray | None:
-    """Composite an alpha channel onto ``ALPHA_BACKGROUND``."""
-    if img is None or img.ndim != 3 or img.shape[2] not in (2, 4):
-        return img
-    if img.dtype == np.uint16:
-        img = (img / 257.0 + 0.5).astype(np.uint8)
+def _flatten(img: np.ndarray) -> np.ndarray:
+    """Composite the alpha channel of a uint8 grey+alpha or BGRA image onto ``ALPHA_BACKGROUND``."""
     if img.shape[2] == 2:
         img = np.dstack([img[..., 0]] * 3 + [img[..., 1]])  # grey + alpha
     alpha = img[..., 3:4].astype(np.float32) / 255.0
