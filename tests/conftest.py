@@ -13,7 +13,7 @@ _DATA = os.environ.get("FACEGATE_TEST_DATA")
 def _data_dir() -> Path:
     if not _DATA:
         pytest.skip("FACEGATE_TEST_DATA is unset: real face images and reference models are not available")
-    path = Path(_DATA)
+    path = Path(_DATA).resolve()  # cards made from these files store their path: keep it absolute
     if not path.is_dir():
         pytest.fail(f"FACEGATE_TEST_DATA={_DATA} is not a directory")
     return path
