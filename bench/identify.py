@@ -4,7 +4,7 @@ For every (dim, size) and index type: build time, memory, single-query p50/p99 s
 latency (top-10) and recall@10 against exact search; IVF and HNSW are tuned (smallest
 nprobe / efSearch reaching --target-recall). Prints a rich table and writes JSON.
 
-Data: ``service.gallery.synthetic`` - identities as clusters (a probe has cosine
+Data: ``devkit.face_shaped`` - identities as clusters (a probe has cosine
 ~0.5-0.85 to its person's enrolled faces, strangers ~0 +- 0.06), 3 faces per identity,
 10 % of the probes are strangers. Uniform random vectors would make every approximate
 index look terrible and a few well-separated blobs would make IVF look perfect; this is
@@ -38,8 +38,8 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.gallery.synthetic import gallery as synth_gallery
-from service.gallery.synthetic import probes
+from devkit.face_shaped import gallery as synth_gallery
+from devkit.face_shaped import probes
 
 K = 10
 RESULTS = Path(__file__).resolve().parent / "results" / "identify.json"
@@ -385,7 +385,7 @@ def main() -> None:
         "k": K,
         "queries": args.queries,
         "target_recall": args.target_recall,
-        "data": "service.gallery.synthetic: 3 faces/identity, 10% stranger probes",
+        "data": "devkit.face_shaped: 3 faces/identity, 10% stranger probes",
         "argv": sys.argv[1:],
     }
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))

@@ -43,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.server import Server
+from devkit.server import Server
 
 RESULTS = ROOT / "bench" / "results" / "verify_latency.json"
 KEY = "bench-bootstrap-admin-key-0123456789"

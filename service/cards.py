@@ -77,11 +77,14 @@ class Thresholds(BaseModel):
         return self.default, "card default"
 
 
+Kind = Literal["detector", "recognizer"]
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     name: str
-    kind: Literal["detector", "recognizer"]
+    kind: Kind
     family: str = Field(..., description="yunet | scrfd | ultralight | arcface | sface | ...")
     format: Literal["onnx"] = "onnx"
     source: Source
@@ -152,11 +155,18 @@ class Registry:
     def card_path(self, name: str) -> Path:
         return self.models_dir / check_name(name) / CARD_FILE
 
-    def get(self, name: str) -> ModelCard:
+    def get(self, name: str, kind: Kind | None = None) -> ModelCard:
         """The card, parsed once and re-read only when its file changes (it is read per request).
+        With ``kind``, a card of another kind is a typed ``invalid_request``.
 
         The same object is handed to every caller: treat it as read-only and save a
         ``model_copy(update=...)`` to change a card."""
+        card = self._get(name)
+        if kind is not None and card.kind != kind:
+            raise InvalidRequest(f"model {name!r} is a {card.kind}, not a {kind}", model=name)
+        return card
+
+    def _get(self, name: str) -> ModelCard:
         path = self.card_path(name)
         try:
             stamp = path.stat().st_mtime_ns

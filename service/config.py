@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         1536, ge=0, description="Large JPEGs decode at 1/2..1/8 while the longest side stays >= this (0 = off)."
     )
 
+    decode_threads: int = Field(
+        0, ge=0, description="Images decoded and detected at once per process, whatever the number of requests "
+        "(0 = one per CPU core). Bounds the memory and CPU that concurrent uploads can take.",
+    )
+
     # --- detection ------------------------------------------------------------------------
     det_max_side: int = Field(1024, ge=64, description="Photos are downscaled to this longest side for detection.")
     det_score_threshold: float = Field(0.6, ge=0, le=1, description="Detector confidence below which a box is dropped.")

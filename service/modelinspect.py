@@ -15,6 +15,15 @@ import onnx
 from service.cards import InputSpec, ModelCard, Source, Thresholds, sha256_file
 from service.errors import ModelLoadError
 
+#: Recognizer input conventions by family, for ``facegate models add --preset``.
+PRESETS = {
+    # colour, mean, std — the conventions of each model family (docs/facts.md).
+    "arcface": ("RGB", 127.5, 127.5),
+    "sface": ("RGB", 0.0, 1.0),
+    "adaface": ("BGR", 127.5, 127.5),
+    "paddle": ("BGR", 127.5, 128.0),
+}
+
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
@@ -33,7 +42,7 @@ def card_from_onnx(
 ) -> ModelCard:
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ModelLoadError(f"{path} is not a readable ONNX file: {e}") from e
     inits = {i.name for i in model.graph.initializer}
     consumed = {n for node in model.graph.node for n in node.input}

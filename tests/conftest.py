@@ -63,9 +63,8 @@ def shared_registry(tmp_path_factory, shared_models: Path):
     import shutil
 
     from service.cards import Registry
-    from service.cli import PRESETS
     from service.config import REPO_MODELS_DIR
-    from service.modelinspect import card_from_onnx
+    from service.modelinspect import PRESETS, card_from_onnx
 
     root = tmp_path_factory.mktemp("models")
     for card_dir in REPO_MODELS_DIR.iterdir():

@@ -140,13 +140,13 @@ def register(app: typer.Typer) -> None:
         licence: str = typer.Option(""),
     ) -> None:
         """ONNX export + parity check + model card with calibrated thresholds."""
-        from service.config import Settings
+        from service.contract import default_models_dir
         from training.export import export_model
 
         card = export_model(
             checkpoint,
             name,
-            models_dir or Settings().models_dir,
+            models_dir or default_models_dir(),
             calib_pairs,
             calib_root,
             eval_pairs=eval_pairs,

@@ -8,7 +8,7 @@ InsightFace's KFold does). Images that are not 112x112 aligned crops are detecte
 and aligned with the service's pipeline first.
 
 Every embedder takes **BGR uint8 aligned crops** -- the service's contract -- so the
-ONNX path is just the service's own :func:`service.engine.embedder.load_embedder`:
+ONNX path is just the service's own :func:`service.contract.embedder`:
 the numbers written into a model card are the numbers the service will produce.
 Metrics come from :mod:`service.calibration` (numpy, shared with the service).
 """
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from service.calibration import DEFAULT_FARS, verification_report
+from service.contract import DEFAULT_FARS, verification_report
 
 CROP = 112
 
@@ -69,13 +69,9 @@ class TorchEmbedder:
 
 def service_embedder(model: str, models_dir: Path | None = None, flip: bool = False) -> Any:
     """The service's embedder for a registered model (``models/<name>/model.json``)."""
-    from service.cards import Registry
-    from service.config import Settings
-    from service.engine.embedder import load_embedder
+    from service.contract import embedder
 
-    settings = Settings(**({"models_dir": models_dir} if models_dir else {}))
-    registry = Registry(settings.models_dir)
-    return load_embedder(registry.get(model), registry, settings, flip=flip)
+    return embedder(model, models_dir, flip=flip)
 
 
 def onnx_file_embedder(
@@ -92,9 +88,7 @@ def onnx_file_embedder(
     For models with no card yet (e.g. the shared SFace copy); the preprocessing is
     then whatever these arguments say, so pass the model's real convention.
     """
-    from service.cards import InputSpec, ModelCard, Registry, Source, sha256_file
-    from service.config import Settings
-    from service.engine.embedder import load_embedder
+    from service.contract import InputSpec, ModelCard, Registry, Source, embedder_for_card, sha256_file
 
     path = Path(path).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="facegate-eval-"))
@@ -107,7 +101,7 @@ def onnx_file_embedder(
     )
     registry = Registry(tmp)
     registry.save(card)
-    return load_embedder(card, registry, Settings(models_dir=tmp), flip=flip)
+    return embedder_for_card(card, tmp, flip=flip)
 
 
 # --------------------------------------------------------------------------- pair sets

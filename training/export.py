@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from service.calibration import DEFAULT_FARS, calibrate_thresholds
+from service.contract import DEFAULT_FARS, calibrate_thresholds
 
 INPUT_NAME = "data"
 OUTPUT_NAME = "embedding"
@@ -187,9 +187,16 @@ def export_model(
     (e.g. LFW View 2 for a model trained on View 1 training people): the thresholds
     are only as honest as that separation.
     """
-    from service.cards import InputSpec, ModelCard, Registry, Source, Thresholds, check_name, sha256_file
-    from service.config import Settings
-    from service.engine.embedder import load_embedder
+    from service.contract import (
+        InputSpec,
+        ModelCard,
+        Registry,
+        Source,
+        Thresholds,
+        check_name,
+        embedder_for_card,
+        sha256_file,
+    )
     from training.evaluate import evaluate_pair_file, public
     from training.train import load_backbone_from_checkpoint
 
@@ -244,8 +251,7 @@ def export_model(
         "ArcFace 5-point template at 112x112.",
     )
     registry.save(card)  # first without thresholds: the service embedder needs a card to load
-    settings = Settings(models_dir=Path(models_dir))
-    svc = load_embedder(card, registry, settings, flip=False)
+    svc = embedder_for_card(card, Path(models_dir), flip=False)
     crops = _crops_from_pairs(calib_pairs, calib_root, parity_faces)
     parity = parity_check(
         backbone, onnx_path, crops, svc, rel_tol=2e-2 if fp16 else 1e-3, cos_tol=1e-3 if fp16 else 1e-4
@@ -259,7 +265,7 @@ def export_model(
     accuracy: dict[str, Any] = {Path(calib_pairs).stem: _acc_summary(public(rep))}
     for p in eval_pairs:
         for flip in (False, True):
-            e = load_embedder(card, registry, settings, flip=flip)
+            e = embedder_for_card(card, Path(models_dir), flip=flip)
             r = public(evaluate_pair_file(p, e, root=eval_root, flip=flip, progress=progress))
             accuracy[f"{Path(p).stem}{'_flip' if flip else ''}"] = _acc_summary(r)
     accuracy["torch_training_evals"] = meta.get("evals", [])

@@ -2,9 +2,11 @@
 or an unreachable database fails the start, not a request.
 
 Layers, outermost first: request id -> metrics -> CORS (when configured) -> body size
-limit -> routing -> auth (a per-route dependency) -> route. Public: ``/healthz``,
-``/readyz``, ``/v1/info``, the web page (``/`` redirects to ``/ui/``) and the OpenAPI docs.
-``/metrics`` needs an admin key: gallery sizes per collection are tenant information.
+limit (``middleware.py``) -> routing -> authentication, before the body is parsed
+(``security.py``) -> scope and rate limit (the route's dependency) -> route -> use case.
+Public: ``/healthz``, ``/readyz``, ``/v1/info``, the web page (``/`` redirects to ``/ui/``)
+and the OpenAPI docs. ``/metrics`` needs an admin key: gallery sizes per collection are
+tenant information.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,9 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from service import __version__
 from service.api import routes_faces, routes_gallery, routes_keys, routes_models
 from service.api import schemas as S
-from service.api.auth import KeyStore, Principal, TokenBucketLimiter, hash_key, require
-from service.api.errors import BodyLimitMiddleware, RequestIdMiddleware, install_error_handlers
-from service.api.metrics import Metrics, MetricsMiddleware
+from service.api.deps import AdminKey, Runner
+from service.api.error_handlers import install_error_handlers
+from service.api.metrics import Metrics
+from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from service.auth import KeyStore, TokenBucketLimiter, hash_key
+from service.auth.key_store import ApiKeyStore
 from service.config import Settings, get_settings
 from service.errors import FacegateError
 from service.gallery import Gallery
@@ -50,14 +55,14 @@ Face verification (1:1) and identification (1:N).
 FIRST_KEY_FILE = "admin.key"
 
 
-def ensure_first_admin_key(keys: KeyStore, gallery: Gallery, settings: Settings) -> Path | None:
+def ensure_first_admin_key(keys: KeyStore, settings: Settings) -> Path | None:
     """On a first start with auth on and no key at all, mint an admin key into ``<data_dir>/admin.key``.
 
     Secure by default without a manual step: the service never runs open, and the
     secret goes to a 0600 file, never to the log. ``O_EXCL`` makes the file the
     lock, so several workers starting at once create one key, not one each.
     """
-    if gallery.list_api_keys(include_revoked=False):
+    if keys.list(include_revoked=False):
         return None
     path = settings.data_dir / FIRST_KEY_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,12 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = pipeline
         app.state.gallery = gallery
         boot = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
-        app.state.keys = KeyStore(gallery, hash_key(boot) if boot else None)
+        app.state.keys = KeyStore(ApiKeyStore(gallery.db), hash_key(boot) if boot else None)
         if boot and settings.auth_enabled:
             log.warning("the bootstrap admin key (FACEGATE_BOOTSTRAP_ADMIN_KEY) is accepted; create real keys "
                         "with `facegate keys create` and remove it")
         elif settings.auth_enabled:
-            await run_in_threadpool(ensure_first_admin_key, app.state.keys, gallery, settings)
+            await run_in_threadpool(ensure_first_admin_key, app.state.keys, settings)
         try:
             yield
         finally:
@@ -119,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
     app.state.metrics = Metrics(app.state)
+    app.state.runner = Runner()
 
     install_error_handlers(app)
     # add_middleware wraps: the last added is the outermost.
@@ -159,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics (admin key)",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics(request: Request, _: Principal = Depends(require("admin"))) -> Response:
+    def metrics(request: Request, _: AdminKey) -> Response:
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/info", tags=["health"], response_model=S.ServiceInfo, summary="Public facts the web page needs")

@@ -12,7 +12,7 @@ One dependency, :func:`image_request`, turns either body into an :class:`ImageRe
 
 Anything else is ``unsupported_media_type`` (415), and so is a file part that declares a
 non-image content type. The body size limit is enforced by
-:class:`service.api.errors.BodyLimitMiddleware` while the body streams in, before this
+:class:`service.api.middleware.BodyLimitMiddleware` while the body streams in, before this
 module sees it. The image bytes are not decoded here: decoding is CPU work and runs in the
 threadpool, in the routes, where its typed errors get tagged with the field they came from.
 """
@@ -30,7 +30,8 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
-from service.errors import FacegateError, ImageTooLarge, InvalidRequest, NotAnImage, UnsupportedMediaType
+from service.errors import ImageTooLarge, InvalidRequest, NotAnImage, UnsupportedMediaType
+from service.pipeline.prepare import ImageInput
 
 IMAGE_FIELDS = ("image", "image2")
 #: JSON and multipart spelling of a batch: ``images`` entries join the ``image`` list.
@@ -39,15 +40,6 @@ _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.IG
 _WS = re.compile(r"\s+")
 
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass
-class ImageInput:
-    """The raw bytes of one uploaded image and where they came from (for error details)."""
-
-    field: str
-    data: bytes
-    filename: str | None = None
 
 
 @dataclass
@@ -136,10 +128,10 @@ async def _parse_multipart(request: Request, max_bytes: int) -> ImageRequest:
                     content_type=ctype,
                 )
             data = await value.read()
-            out.images.setdefault(target, []).append(ImageInput(name, data, value.filename))
+            out.images.setdefault(target, []).append(ImageInput(data, name, value.filename))
         elif target in IMAGE_FIELDS:
             data = _b64(value, name, max_bytes)
-            out.images.setdefault(target, []).append(ImageInput(name, data))
+            out.images.setdefault(target, []).append(ImageInput(data, name))
         else:
             if name in out.fields:
                 raise InvalidRequest(f"field '{name}' is given twice", field=name)
@@ -161,14 +153,14 @@ async def _parse_json(request: Request, max_bytes: int) -> ImageRequest:
     for name in IMAGE_FIELDS:
         v = body.get(name)
         if v is not None:
-            out.images.setdefault(name, []).append(ImageInput(name, _b64(v, name, max_bytes)))
+            out.images.setdefault(name, []).append(ImageInput(_b64(v, name, max_bytes), name))
     batch = body.get(BATCH_FIELD)
     if batch is not None:
         if not isinstance(batch, list):
             raise InvalidRequest("'images' must be a list of base64 strings", field=BATCH_FIELD)
         for i, v in enumerate(batch):
             fname = f"images[{i}]"
-            out.images.setdefault("image", []).append(ImageInput(fname, _b64(v, fname, max_bytes)))
+            out.images.setdefault("image", []).append(ImageInput(_b64(v, fname, max_bytes), fname))
     out.fields = {k: v for k, v in body.items() if k not in IMAGE_FIELDS and k != BATCH_FIELD}
     return out
 
@@ -185,14 +177,6 @@ async def image_request(request: Request) -> ImageRequest:
         f"content type {ctype or '(none)'!r} is not accepted; send multipart/form-data or application/json",
         content_type=ctype,
     )
-
-
-def tag_field(err: FacegateError, img: ImageInput) -> FacegateError:
-    """Say which image an image/face error is about (``details.field``)."""
-    err.details.setdefault("field", img.field)
-    if img.filename:
-        err.details.setdefault("filename", img.filename)
-    return err
 
 
 # --- OpenAPI ------------------------------------------------------------------------------------------

@@ -13,12 +13,10 @@ the raw path, so ids cannot blow up label cardinality; unmatched paths count as
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("facegate.metrics")
 
@@ -89,38 +87,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request (after routing, so the template is known)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-        m = self.metrics
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        m.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            m.in_flight.dec()
-            route = scope.get("route")
-            path = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
-            if path.startswith("/ui") and path != "/ui":
-                path = "/ui/*"
-            method = scope.get("method", "-")
-            m.requests.labels(path, method, str(status)).inc()
-            m.latency.labels(path, method).observe(time.perf_counter() - start)

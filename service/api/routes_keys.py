@@ -6,21 +6,16 @@ not be able to mint a key for others.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Response
 
+from service.api import responses as out
 from service.api import schemas as S
-from service.api.auth import Principal, require
+from service.api.deps import AdminKey, KeysDep, Run
+from service.api.security import AuthenticatedRoute
+from service.auth import Principal
 from service.errors import Forbidden
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=S.ERROR_RESPONSES)
-
-
-def key_dict(k) -> dict:
-    return {
-        "id": k.id, "prefix": k.prefix, "name": k.name, "scopes": list(k.scopes), "collections": k.collections,
-        "created_at": k.created_at, "revoked_at": k.revoked_at, "last_used_at": k.last_used_at,
-    }
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=S.ERROR_RESPONSES, route_class=AuthenticatedRoute)
 
 
 def _unrestricted(p: Principal) -> None:
@@ -29,20 +24,20 @@ def _unrestricted(p: Principal) -> None:
 
 
 @router.post("", response_model=S.KeyCreated, status_code=201, summary="Create an API key (secret shown once)")
-async def create_key(request: Request, body: S.KeyCreate, principal: Principal = Depends(require("admin"))) -> dict:
+async def create_key(body: S.KeyCreate, principal: AdminKey, keys: KeysDep, run: Run) -> dict:
     _unrestricted(principal)
-    rec, secret = await run_in_threadpool(request.app.state.keys.create, body.name, body.scopes, body.collections)
-    return {**key_dict(rec), "secret": secret}
+    rec, secret = await run(keys.create, body.name, body.scopes, body.collections)
+    return {**out.api_key(rec), "secret": secret}
 
 
 @router.get("", response_model=list[S.KeyOut], summary="List API keys (never their secrets)")
-async def list_keys(request: Request, principal: Principal = Depends(require("admin"))) -> list:
+async def list_keys(principal: AdminKey, keys: KeysDep, run: Run) -> list:
     _unrestricted(principal)
-    return [key_dict(k) for k in await run_in_threadpool(request.app.state.gallery.list_api_keys)]
+    return [out.api_key(k) for k in await run(keys.list)]
 
 
 @router.delete("/{key_id}", status_code=204, summary="Revoke an API key")
-async def revoke_key(request: Request, key_id: str, principal: Principal = Depends(require("admin"))) -> Response:
+async def revoke_key(key_id: str, principal: AdminKey, keys: KeysDep, run: Run) -> Response:
     _unrestricted(principal)
-    await run_in_threadpool(request.app.state.keys.revoke, key_id)
+    await run(keys.revoke, key_id)
     return Response(status_code=204)

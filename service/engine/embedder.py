@@ -39,8 +39,6 @@ class OnnxEmbedder:
     """
 
     def __init__(self, card: ModelCard, loaded: LoadedSession, *, flip: bool = False, max_batch: int = 32) -> None:
-        if card.kind != "recognizer":
-            raise ModelLoadError(f"model {card.name} is a {card.kind}, not a recognizer")
         self.card = card
         self.loaded = loaded
         self.flip = flip
@@ -88,7 +86,7 @@ class OnnxEmbedder:
         try:
             for i in range(0, len(batch), self.max_batch):
                 outs.append(sess.run([self._out], {name: batch[i : i + self.max_batch]})[0])
-        except Exception as e:  # noqa: BLE001 - ORT raises generic errors
+        except Exception as e:
             raise InferenceError(f"{self.card.name}: inference failed: {e}") from e
         out = np.concatenate(outs).astype(np.float32)
         return out.reshape(len(batch), -1)

@@ -109,7 +109,7 @@ def load_session(
     """
     try:
         model = onnx.load(str(path))
-    except Exception as e:  # noqa: BLE001 - any parse failure is a corrupt file
+    except Exception as e:
         raise ModelLoadError(f"cannot parse ONNX model {path}: {e}", path=str(path)) from e
     first = next((i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}), None)
     dims = first.type.tensor_type.shape.dim if first is not None else []
@@ -133,7 +133,7 @@ def load_session(
             try:
                 sess = ort.InferenceSession(model_bytes, sess_options=opts, providers=chain)
                 break
-            except Exception as e:  # noqa: BLE001 - provider init errors come as generic RuntimeError
+            except Exception as e:
                 if len(chain) == 1:
                     raise ModelLoadError(f"onnxruntime cannot load {path}: {e}", path=str(path)) from e
                 log.warning("provider %s failed for %s (%s); falling back", chain[0], path.name, e)

@@ -1,33 +1,32 @@
-"""The gallery: identities and their faces in a database (the source of truth) and a
-FAISS index per (collection, model) derived from it. The API uses :class:`Gallery` only.
+"""The gallery: collections, identities and their faces in a database (the source of truth)
+and vector indexes per (collection, model) derived from it. Use cases talk to
+:class:`Gallery` and its records only.
 """
 
-from service.gallery.gallery import EmbedFn, Gallery, decode_crop, encode_crop
+from service.gallery.crops import decode_crop, encode_crop
+from service.gallery.gallery import Gallery
+from service.gallery.jobs import EmbedFn
 from service.gallery.records import (
-    ApiKey,
     Collection,
     EnrollFace,
-    Face,
+    FaceHit,
+    FaceRecord,
     GallerySize,
-    IdentifyResult,
     Identity,
     Job,
-    Match,
     Page,
 )
 
 __all__ = [
-    "ApiKey",
     "Collection",
     "EmbedFn",
     "EnrollFace",
-    "Face",
+    "FaceHit",
+    "FaceRecord",
     "Gallery",
     "GallerySize",
-    "IdentifyResult",
     "Identity",
     "Job",
-    "Match",
     "Page",
     "decode_crop",
     "encode_crop",

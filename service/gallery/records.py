@@ -1,4 +1,4 @@
-"""Plain, immutable records the facade returns (never ORM objects).
+"""Plain, immutable records the gallery returns (never ORM objects).
 
 Returning detached dataclasses keeps SQLAlchemy sessions out of the API layer: a record
 can be serialised, cached or passed across threads without lazy-loading surprises.
@@ -13,7 +13,6 @@ from typing import Any, Literal
 import numpy as np
 
 JobStatus = Literal["queued", "running", "done", "failed"]
-Aggregate = Literal["max", "mean"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,9 @@ class EnrollFace:
 
 
 @dataclass(frozen=True)
-class Face:
+class FaceRecord:
+    """A stored face: where it was found in its photo, its quality and which models embedded it."""
+
     id: int
     identity_id: str
     collection_id: str
@@ -81,43 +82,14 @@ class Face:
 
 
 @dataclass(frozen=True)
-class Match:
-    """One candidate identity for a query, aggregated over its faces."""
+class FaceHit:
+    """One nearest stored face of a query, joined with its identity (a search result)."""
 
+    face_id: int
     identity_id: str
     external_id: str
     name: str
-    score: float  # cosine similarity (aggregated per ``aggregate``)
-    face_id: int  # the identity's best-matching face
-    matched_faces: int  # faces of this identity among the searched candidates
-    above_threshold: bool
-
-
-@dataclass(frozen=True)
-class IdentifyResult:
-    """Answer for one query embedding: ranked matches plus the open-set decision."""
-
-    matches: list[Match]
-    best_score: float | None
-    unknown: bool  # no match, or the best score is below the threshold
-    threshold: float | None
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    id: str
-    prefix: str
-    key_hash: str
-    name: str
-    scopes: list[str]
-    collections: list[str] | None  # None = every collection
-    created_at: datetime
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
+    score: float  # cosine similarity to the query
 
 
 @dataclass(frozen=True)
@@ -140,4 +112,4 @@ class GallerySize:
     identities: int
     faces: int
     per_collection: dict[str, dict[str, int]] = field(default_factory=dict)  # id -> {identities, faces}
-    indexed: dict[str, int] = field(default_factory=dict)  # "collection/model" -> vectors in FAISS
+    indexed: dict[str, int] = field(default_factory=dict)  # "collection/model" -> vectors in the index

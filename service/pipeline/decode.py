@@ -69,7 +69,7 @@ def _header_size(data: bytes) -> tuple[int, int, str]:
                 orientation = _orientation(im) if im.format in ("JPEG", "MPO", "WEBP", "TIFF") else 1
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"image header declares too many pixels: {e}") from e
-    except Exception as e:  # noqa: BLE001 - any header parse failure means corrupt input
+    except Exception as e:
         raise CorruptImage(f"cannot read the image header: {e}") from e
     if orientation in (5, 6, 7, 8):
         w, h = h, w

@@ -16,26 +16,16 @@ import numpy as np
 from service.cards import ModelCard, Registry
 from service.config import Settings
 from service.errors import ModelLoadError
-from service.pipeline.faces import Face
+from service.pipeline.faces import DetectedFace
 
 
 class Detector(Protocol):
     card: ModelCard
     has_landmarks: bool
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
         """Faces in ``image`` (BGR uint8), in its own pixel coordinates."""
         ...
-
-
-def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Indices kept by non-maximum suppression (OpenCV's implementation)."""
-    if len(boxes_xyxy) == 0:
-        return np.zeros((0,), dtype=np.int64)
-    xywh = boxes_xyxy.copy()
-    xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), score_threshold=0.0, nms_threshold=iou)
-    return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
 def detect_faces(
@@ -46,7 +36,7 @@ def detect_faces(
     min_size: float = 0,
     max_faces: int = 0,
     sort: Literal["area", "score"] = "area",
-) -> list[Face]:
+) -> list[DetectedFace]:
     """Detect on a copy downscaled to ``max_side`` and return faces in ``image`` coordinates.
 
     Downscaling is not only for speed: YuNet misses large close-ups at full

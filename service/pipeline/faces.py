@@ -8,7 +8,7 @@ import numpy as np
 
 
 @dataclass
-class Face:
+class DetectedFace:
     """One detected face in original-image coordinates.
 
     ``landmarks`` are (5, 2): left eye, right eye, nose tip, left and right mouth
@@ -30,10 +30,10 @@ class Face:
         """Shorter bbox side in pixels: what min-face-size limits compare against."""
         return float(min(self.bbox[2], self.bbox[3]))
 
-    def scaled(self, factor: float) -> Face:
+    def scaled(self, factor: float) -> DetectedFace:
         """Same face with coordinates multiplied by ``factor``."""
         lm = None if self.landmarks is None else self.landmarks * factor
-        return Face(self.bbox * factor, self.score, lm, dict(self.quality))
+        return DetectedFace(self.bbox * factor, self.score, lm, dict(self.quality))
 
     def to_dict(self) -> dict:
         return {

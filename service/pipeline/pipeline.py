@@ -1,16 +1,18 @@
 """The face pipeline: decode -> detect -> align -> embed, with models loaded once.
 
-One object per process owns the loaded detectors, recognizers and their
-micro-batchers, so the API, the CLI, benchmarks and training's evaluation all run
-exactly the same code path.
+One object per process owns the loaded detectors, recognizers, their micro-batchers and
+the bounded pool that decodes and detects, so the API, the CLI, benchmarks and training's
+evaluation all run exactly the same code path. Decisions (which threshold, which face,
+how candidates merge) are not made here: they live in :mod:`service.usecases`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -18,22 +20,15 @@ from service.cards import ModelCard, Registry
 from service.config import Settings
 from service.engine.batcher import MicroBatcher
 from service.engine.embedder import OnnxEmbedder, load_embedder
-from service.errors import AlignmentUnavailable, ModelLoadError, MultipleFaces, NoFace
+from service.errors import AlignmentUnavailable
 from service.pipeline.align import align_face
 from service.pipeline.decode import DecodedImage, decode_image
 from service.pipeline.detect import Detector, detect_faces, load_detector
-from service.pipeline.faces import Face
+from service.pipeline.faces import DetectedFace
+from service.pipeline.prepare import ImageInput, Prepared, prepare
 from service.pipeline.quality import assess
 
 log = logging.getLogger("facegate.pipeline")
-
-
-@dataclass
-class EmbeddedFace:
-    face: Face  # original-image coordinates
-    crop: np.ndarray  # aligned BGR crop, the recognizer's input size
-    embedding: np.ndarray  # (D,) float32, L2-normalised
-    model: str
 
 
 class FacePipeline:
@@ -44,6 +39,7 @@ class FacePipeline:
         self._detectors: dict[str, Detector] = {}
         self._embedders: dict[str, OnnxEmbedder] = {}
         self._batchers: dict[str, MicroBatcher] = {}
+        self._pool: ThreadPoolExecutor | None = None
         #: Called with each micro-batch size (the API hangs its Prometheus histogram here).
         self.on_batch: Callable[[str, int], None] | None = None
 
@@ -56,22 +52,29 @@ class FacePipeline:
     def card(self, name: str) -> ModelCard:
         return self.registry.get(name)
 
-    def detector(self, name: str | None = None) -> Detector:
+    def recognizer(self, name: str | None = None) -> str:
+        """A registered recognizer's name (default: the configured one); typed errors otherwise."""
+        name = name or self.settings.recognizer
+        self.registry.get(name, "recognizer")
+        return name
+
+    def detector_name(self, name: str | None = None) -> str:
         name = name or self.settings.detector
+        self.registry.get(name, "detector")
+        return name
+
+    def detector(self, name: str | None = None) -> Detector:
+        name = self.detector_name(name)
         with self._lock:
             if name not in self._detectors:
-                card = self.registry.get(name)
-                if card.kind != "detector":
-                    raise ModelLoadError(f"model {name} is a {card.kind}, not a detector")
-                self._detectors[name] = load_detector(card, self.registry, self.settings)
+                self._detectors[name] = load_detector(self.registry.get(name), self.registry, self.settings)
             return self._detectors[name]
 
     def embedder(self, name: str | None = None) -> OnnxEmbedder:
-        name = name or self.settings.recognizer
+        name = self.recognizer(name)
         with self._lock:
             if name not in self._embedders:
-                card = self.registry.get(name)
-                self._embedders[name] = load_embedder(card, self.registry, self.settings)
+                self._embedders[name] = load_embedder(self.registry.get(name), self.registry, self.settings)
             return self._embedders[name]
 
     def batcher(self, name: str | None = None) -> MicroBatcher:
@@ -95,6 +98,9 @@ class FacePipeline:
                 out[n] = {"kind": "recognizer", "provider": e.provider, "batch": e.batch_mode, "dim": e.dim}
             return out
 
+    def dim(self, recognizer: str | None = None) -> int:
+        return self.embedder(recognizer).dim
+
     def queue_depth(self) -> int:
         with self._lock:
             return sum(b.queue_depth for b in self._batchers.values())
@@ -104,6 +110,9 @@ class FacePipeline:
             for b in self._batchers.values():
                 b.close()
             self._batchers.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # --- steps --------------------------------------------------------------------------
     def decode(self, data: bytes) -> DecodedImage:
@@ -114,7 +123,7 @@ class FacePipeline:
 
     def detect(
         self, image: DecodedImage, detector: str | None = None, *, max_faces: int | None = None, quality: bool = True
-    ) -> list[Face]:
+    ) -> list[DetectedFace]:
         """Faces sorted by area (largest first), in original-image coordinates, with quality signals."""
         s = self.settings
         det = self.detector(detector)
@@ -131,7 +140,7 @@ class FacePipeline:
                 f.quality = assess(image.pixels, f)
         return [f.scaled(image.scale) if image.scale != 1.0 else f for f in faces]
 
-    def align(self, image: DecodedImage, face: Face, recognizer: str | None = None) -> np.ndarray:
+    def align(self, image: DecodedImage, face: DetectedFace, recognizer: str | None = None) -> np.ndarray:
         if face.landmarks is None:
             raise AlignmentUnavailable("this detector gives no landmarks, so faces cannot be aligned for embedding")
         card = self.card(recognizer or self.settings.recognizer)
@@ -139,50 +148,31 @@ class FacePipeline:
         return align_face(image.pixels, face.landmarks / image.scale, card.input.size, template, self.settings.align_method)
 
     def embed(self, crops: list[np.ndarray], recognizer: str | None = None) -> np.ndarray:
-        """(N, D) embeddings through the recognizer's micro-batcher."""
+        """(N, D) L2-normalised embeddings through the recognizer's micro-batcher, which
+        gathers the crops of concurrent callers into shared runs."""
         if not crops:
             return np.zeros((0, self.embedder(recognizer).dim), dtype=np.float32)
         return self.batcher(recognizer)(crops)
 
-    async def aembed(self, crops: list[np.ndarray], recognizer: str | None = None) -> np.ndarray:
-        if not crops:
-            return np.zeros((0, self.embedder(recognizer).dim), dtype=np.float32)
-        return await self.batcher(recognizer).acall(crops)
+    # --- whole images -------------------------------------------------------------------
+    def prepare(self, img: ImageInput | bytes, **kw) -> Prepared:
+        """Decode, detect, choose, gate and align one image (see :mod:`service.pipeline.prepare`)."""
+        return prepare(self, img if isinstance(img, ImageInput) else ImageInput(img), **kw)
 
-    def threshold(self, recognizer: str | None = None, far: float | None = None) -> tuple[float, str]:
-        """Decision threshold and where it came from: config override, card FAR target, card default."""
-        if self.settings.threshold_override is not None:
-            return self.settings.threshold_override, "config FACEGATE_THRESHOLD_OVERRIDE"
-        card = self.card(recognizer or self.settings.recognizer)
-        if card.thresholds is None:
-            raise ModelLoadError(f"model {card.name} has no thresholds in its card; pass one in the request")
-        return card.thresholds.for_far(far or self.settings.far_target)
+    def prepare_many(self, images: Sequence[ImageInput], **kw) -> list[Prepared]:
+        """:meth:`prepare` for several images side by side on the pipeline's bounded pool (at
+        most ``decode_threads`` images decode at once in this process, whatever the number
+        of requests). The first error, in image order, is raised."""
+        futures: list[Future] = [self._executor().submit(self.prepare, img, **kw) for img in images]
+        try:
+            return [f.result() for f in futures]
+        finally:
+            for f in futures:
+                f.cancel()
 
-    # --- whole-image conveniences ------------------------------------------------------------
-    def faces_for_embedding(self, image: DecodedImage, detector: str | None = None, *, strict: bool = False) -> list[Face]:
-        """Detected faces, refusing none (and several when ``strict``)."""
-        faces = self.detect(image, detector)
-        if not faces:
-            raise NoFace("no face was found in the image")
-        if strict and len(faces) > 1:
-            raise MultipleFaces(f"{len(faces)} faces were found; strict mode needs exactly one", count=len(faces))
-        return faces
-
-    def analyze(
-        self,
-        data: bytes | DecodedImage,
-        *,
-        detector: str | None = None,
-        recognizer: str | None = None,
-        largest_only: bool = False,
-        strict: bool = False,
-    ) -> list[EmbeddedFace]:
-        """Decode, detect, align and embed; faces sorted largest first."""
-        image = data if isinstance(data, DecodedImage) else self.decode(data)
-        faces = self.faces_for_embedding(image, detector, strict=strict)
-        if largest_only:
-            faces = faces[:1]
-        name = recognizer or self.settings.recognizer
-        crops = [self.align(image, f, name) for f in faces]
-        embs = self.embed(crops, name)
-        return [EmbeddedFace(f, c, e, name) for f, c, e in zip(faces, crops, embs)]
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                n = self.settings.decode_threads or os.cpu_count() or 2
+                self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="facegate-decode")
+            return self._pool

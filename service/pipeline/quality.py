@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from service.pipeline.faces import Face
+from service.pipeline.faces import DetectedFace
 
 #: Nose-tip protrusion relative to the inter-ocular distance, for the yaw model below.
 _NOSE_DEPTH = 0.55
@@ -43,7 +43,7 @@ def pose_from_landmarks(lm: np.ndarray) -> dict[str, float]:
     return {"yaw": yaw, "pitch": pitch, "roll": roll}
 
 
-def blur_score(image: np.ndarray, face: Face) -> float:
+def blur_score(image: np.ndarray, face: DetectedFace) -> float:
     """Variance of the Laplacian of the face box resized to 112 px (higher = sharper)."""
     x, y, w, h = face.bbox
     ih, iw = image.shape[:2]
@@ -56,7 +56,7 @@ def blur_score(image: np.ndarray, face: Face) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def assess(image: np.ndarray, face: Face) -> dict[str, float]:
+def assess(image: np.ndarray, face: DetectedFace) -> dict[str, float]:
     """Quality record for ``face`` (given in ``image`` coordinates)."""
     q = {"size": face.size, "blur": blur_score(image, face)}
     if face.landmarks is not None:

@@ -22,8 +22,8 @@ import numpy as np
 from service.cards import ModelCard
 from service.config import Settings
 from service.engine.session import load_session
-from service.pipeline.detect import nms
-from service.pipeline.faces import Face
+from service.pipeline.faces import DetectedFace
+from service.pipeline.nms import nms
 
 STRIDES = (8, 16, 32)
 
@@ -53,7 +53,7 @@ class ScrfdDetector:
             self._centers[key] = np.repeat(c, self.num_anchors, axis=0)
         return self._centers[key]
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
         parts = [self._candidates(image, f) for f in self.scales]
         boxes_a = np.concatenate([p[0] for p in parts])
         if len(boxes_a) == 0:
@@ -64,7 +64,7 @@ class ScrfdDetector:
         for j in nms(boxes_a, scores_a, self.nms_threshold):
             x1, y1, x2, y2 = boxes_a[j]
             faces.append(
-                Face(
+                DetectedFace(
                     bbox=np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32),
                     score=float(scores_a[j]),
                     landmarks=None if kps_a is None else kps_a[j].astype(np.float32),

@@ -15,8 +15,8 @@ import numpy as np
 from service.cards import ModelCard
 from service.config import Settings
 from service.engine.session import load_session
-from service.pipeline.detect import nms
-from service.pipeline.faces import Face
+from service.pipeline.faces import DetectedFace
+from service.pipeline.nms import nms
 
 
 class UltraLightDetector:
@@ -30,7 +30,7 @@ class UltraLightDetector:
         w, h = card.input.size
         self.input_size = (w or 320, h or 240)
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
         ih, iw = image.shape[:2]
         w, h = self.input_size
         spec = self.card.input
@@ -43,5 +43,5 @@ class UltraLightDetector:
         faces = []
         for j in nms(boxes, scores, self.nms_threshold):
             x1, y1, x2, y2 = np.clip(boxes[j], 0, [iw, ih, iw, ih])
-            faces.append(Face(bbox=np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32), score=float(scores[j])))
+            faces.append(DetectedFace(bbox=np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32), score=float(scores[j])))
         return faces

@@ -17,8 +17,7 @@ import numpy as np
 from service.cards import ModelCard
 from service.config import Settings
 from service.errors import ModelLoadError
-from service.pipeline.faces import Face
-
+from service.pipeline.faces import DetectedFace
 
 # OpenCV 5 warns on every FaceDetectorYN.create that its new graph engine ignores
 # preferable targets; that is noise for a CPU/CUDA-agnostic caller.
@@ -41,7 +40,7 @@ class YuNetDetector:
                 raise ModelLoadError(f"OpenCV cannot load YuNet model {path}: {e}", path=str(path)) from e
             self._pool.put(det)
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray) -> list[DetectedFace]:
         h, w = image.shape[:2]
         det = self._pool.get()
         try:
@@ -52,6 +51,6 @@ class YuNetDetector:
         if rows is None:
             return []
         return [
-            Face(bbox=r[0:4].astype(np.float32), score=float(r[14]), landmarks=r[4:14].reshape(5, 2).astype(np.float32))
+            DetectedFace(bbox=r[0:4].astype(np.float32), score=float(r[14]), landmarks=r[4:14].reshape(5, 2).astype(np.float32))
             for r in rows
         ]

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.config import Settings
+from tests.cards import DEFAULT_FAR_KEY, default_card_threshold
 from tests.databases import fresh_database
 
 ADMIN_KEY = "test-bootstrap-admin-key-0123456789"
@@ -32,10 +33,9 @@ STRANGERS = ["kate_siegel", "lin_manuel_miranda", "paul_rudd", "shea_whigham"]
 
 
 def card_threshold(recognizer: str = "sface-2021dec-int8bq") -> tuple[float, str]:
-    """What the API must answer when the request brings no threshold: the card's, at the default FAR."""
-    from service.pipeline.pipeline import FacePipeline
-
-    return FacePipeline(Settings()).threshold(recognizer)
+    """What the API must answer when the request brings no threshold: the card file's value at
+    the default FAR, read from the file (not through the service's own threshold choice)."""
+    return default_card_threshold(recognizer), f"card FAR {DEFAULT_FAR_KEY}"
 
 
 def photos(faces_dir: Path, who: str) -> list[Path]:

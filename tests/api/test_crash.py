@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import sqlalchemy as sa
 
+from devkit.server import Server
 from tests.api.conftest import ADMIN, ADMIN_KEY, ENROLLED, photos
-from tests.server import Server
 
 COLL = "crash"
 CLIENTS = 4

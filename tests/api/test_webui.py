@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devkit.server import Server
 from tests.api.conftest import ADMIN, ADMIN_KEY
-from tests.server import Server
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]

@@ -15,6 +15,7 @@ from service.config import Settings
 from service.gallery import EnrollFace, Gallery
 from tests.databases import fresh_database
 
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_database(request.param, tmp_path, prefix="gt", sqlite_name="gallery.db") as url:

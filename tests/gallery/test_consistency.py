@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from devkit.face_shaped import gallery as synth_gallery
+from service.auth.key_store import ApiKeyStore
 from service.errors import StorageUnavailable
 from service.gallery import Gallery
-from service.gallery.synthetic import gallery as synth_gallery
+from service.usecases.ranking import identify_embeddings
 from tests.databases import with_pg_options
 from tests.gallery.conftest import faces_for
 
@@ -27,7 +29,7 @@ def db_face_ids(g: Gallery, cid: str) -> np.ndarray:
 def test_concurrent_enrolls_lose_nothing(gallery: Gallery, open_gallery: Callable[..., Gallery]) -> None:
     gallery.create_collection("c", model="m1")
     _, owners, vecs = synth_gallery(240, DIM, faces_per_identity=2, seed=4)
-    gallery.identify("c", "m1", vecs[:1])  # build the (empty) index first: updates must land in it
+    identify_embeddings(gallery, "c", "m1", vecs[:1])  # build the (empty) index first: updates must land in it
     other = open_gallery()  # a second "process" on the same database
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -44,7 +46,7 @@ def test_concurrent_enrolls_lose_nothing(gallery: Gallery, open_gallery: Callabl
     def reader() -> None:
         try:
             while not stop.is_set():
-                gallery.identify("c", "m1", vecs[:4], top_k=3)
+                identify_embeddings(gallery, "c", "m1", vecs[:4], top_k=3)
         except BaseException as e:  # noqa: BLE001 - pragma: no cover
             errors.append(e)
 
@@ -64,7 +66,7 @@ def test_concurrent_enrolls_lose_nothing(gallery: Gallery, open_gallery: Callabl
     assert np.array_equal(gallery.indexed_ids("c"), ids)
     assert np.array_equal(other.indexed_ids("c"), ids)
     # every face finds itself
-    res = gallery.identify("c", "m1", vecs, top_k=1)
+    res = identify_embeddings(gallery, "c", "m1", vecs, top_k=1)
     assert sum(r.matches[0].score > 0.999 for r in res) == 240
 
 
@@ -73,13 +75,13 @@ def test_enroll_from_another_process_is_seen(gallery: Gallery, open_gallery: Cal
     v = synth_gallery(10, DIM, faces_per_identity=1)[2]
     a = gallery.create_identity("c", "a")
     gallery.enroll("c", a.id, faces_for(v[:1], "m1"))
-    assert gallery.identify("c", "m1", v[1:2], top_k=1)[0].matches[0].identity_id == a.id
+    assert identify_embeddings(gallery, "c", "m1", v[1:2], top_k=1)[0].matches[0].identity_id == a.id
     other = open_gallery()
     b = other.create_identity("c", "b")
     other.enroll("c", b.id, faces_for(v[1:2], "m1"))
-    assert gallery.identify("c", "m1", v[1:2], top_k=1)[0].matches[0].identity_id == b.id
+    assert identify_embeddings(gallery, "c", "m1", v[1:2], top_k=1)[0].matches[0].identity_id == b.id
     other.delete_identity("c", a.id)
-    assert [m.identity_id for m in gallery.identify("c", "m1", v[:1], top_k=5)[0].matches] == [b.id]
+    assert [m.identity_id for m in identify_embeddings(gallery, "c", "m1", v[:1], top_k=5)[0].matches] == [b.id]
     assert np.array_equal(gallery.indexed_ids("c"), db_face_ids(gallery, "c"))
 
 
@@ -90,26 +92,26 @@ def test_crash_between_commit_and_index_update(
     v = synth_gallery(6, DIM, faces_per_identity=1)[2]
     a = gallery.create_identity("c", "a")
     gallery.enroll("c", a.id, faces_for(v[:2], "m1"))
-    gallery.identify("c", "m1", v[:1])  # index built
+    identify_embeddings(gallery, "c", "m1", v[:1])  # index built
 
     # The process "dies" after the commit, before touching the index.
     with monkeypatch.context() as m:
-        m.setattr(Gallery, "_after_write", lambda self, *a, **k: None)
+        m.setattr(Gallery, "_follow", lambda self, change: None)
         b = gallery.create_identity("c", "b")
         [fb] = gallery.enroll("c", b.id, faces_for(v[2:3], "m1"))
         gallery.delete_face("c", gallery.list_faces("c", a.id)[0].id)
     # after a restart the committed rows are in the index and the deleted one is gone
     fresh = open_gallery()
     assert np.array_equal(fresh.indexed_ids("c"), db_face_ids(fresh, "c"))
-    assert fresh.identify("c", "m1", v[2:3], top_k=1)[0].matches[0].face_id == fb.id
+    assert identify_embeddings(fresh, "c", "m1", v[2:3], top_k=1)[0].matches[0].face_id == fb.id
     # ... and even the surviving process notices (its index revision is behind the DB's)
     assert np.array_equal(gallery.indexed_ids("c"), db_face_ids(gallery, "c"))
 
     # An index entry without a row (e.g. added by a transaction that then rolled back):
     # never returned, and gone after a restart.
     ghost = 10**9
-    gallery._index_for("c", "m1").add(np.array([ghost]), v[3:4])  # type: ignore[union-attr]
-    assert all(m.face_id != ghost for m in gallery.identify("c", "m1", v[3:4], top_k=5)[0].matches)
+    gallery.indexes.get("c", "m1").add(np.array([ghost]), v[3:4])  # type: ignore[union-attr]
+    assert all(m.face_id != ghost for m in identify_embeddings(gallery, "c", "m1", v[3:4], top_k=5)[0].matches)
     again = open_gallery()
     assert ghost not in set(again.indexed_ids("c").tolist())
 
@@ -128,13 +130,13 @@ def test_readonly_storage_is_unavailable_and_changes_nothing(
     else:
         ro_url = with_pg_options(db_url, "-cdefault_transaction_read_only=on")
     ro = open_gallery(database_url=ro_url)
-    assert ro.identify("c", "m1", v[:1], top_k=1)[0].matches[0].identity_id == a.id  # reads still work
+    assert identify_embeddings(ro, "c", "m1", v[:1], top_k=1)[0].matches[0].identity_id == a.id  # reads still work
     for op in (
         lambda: ro.enroll("c", a.id, faces_for(v[1:2], "m1")),
         lambda: ro.create_identity("c", "b"),
         lambda: ro.delete_identity("c", a.id),
         lambda: ro.create_collection("d", model="m1"),
-        lambda: ro.create_api_key("k", "p", "h", []),
+        lambda: ApiKeyStore(ro.db).create("k", "p", "h", []),
     ):
         with pytest.raises(StorageUnavailable) as err:
             op()
@@ -152,7 +154,7 @@ def test_disk_full_rolls_back_whole_enroll(gallery: Gallery, db_url: str) -> Non
     a = gallery.create_identity("c", "a")
     v = synth_gallery(40, DIM, faces_per_identity=1)[2]
     gallery.enroll("c", a.id, faces_for(v[:1], "m1"))
-    gallery.identify("c", "m1", v[:1])
+    identify_embeddings(gallery, "c", "m1", v[:1])
     from sqlalchemy import event
 
     @event.listens_for(gallery.engine, "begin")

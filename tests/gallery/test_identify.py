@@ -8,11 +8,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from devkit.face_shaped import gallery as synth_gallery
+from devkit.face_shaped import probes
 from service.errors import InvalidRequest, ModelMismatch
 from service.gallery import Gallery
-from service.gallery.index import IndexParams, VectorIndex
-from service.gallery.synthetic import gallery as synth_gallery
-from service.gallery.synthetic import probes
+from service.gallery.faiss_index import FaissIndex, IndexParams
+from service.usecases.ranking import identify_embeddings
 from tests.gallery.conftest import faces_for
 
 DIM = 128
@@ -41,7 +42,7 @@ def populated(gallery: Gallery):
 def test_enroll_identify_clustered(populated) -> None:
     g, centres, _owners, _vecs, ids = populated
     q, who = probes(centres, 60, impostor_fraction=0.25)
-    res = g.identify("c", "m1", q, top_k=5, threshold=THRESHOLD)
+    res = identify_embeddings(g, "c", "m1", q, top_k=5, threshold=THRESHOLD)
     assert len(res) == 60
     genuine = [k for k in range(60) if who[k] >= 0]
     hits = sum(res[k].matches[0].identity_id == ids[who[k]] for k in genuine)
@@ -70,32 +71,32 @@ def test_enroll_identify_clustered(populated) -> None:
 def test_mean_aggregation_and_single_query(populated) -> None:
     g, centres, _owners, _vecs, _ids = populated
     q, _who = probes(centres, 10, seed=5)
-    res = g.identify("c", "m1", q, top_k=3, aggregate="mean")
+    res = identify_embeddings(g, "c", "m1", q, top_k=3, aggregate="mean")
     for k, r in enumerate(res):
         best = r.matches[0]
         stored = g.get_embeddings("c", best.identity_id, "m1")
         qn = q[k] / np.linalg.norm(q[k])
         assert best.score == pytest.approx(float(np.mean(stored @ qn)), abs=1e-5)
         assert not r.unknown and r.threshold is None  # no threshold: known if anything matched
-    one = g.identify("c", "m1", q[0], top_k=1)  # a (D,) vector is one query
+    one = identify_embeddings(g, "c", "m1", q[0], top_k=1)  # a (D,) vector is one query
     assert len(one) == 1 and len(one[0].matches) == 1
     with pytest.raises(InvalidRequest):
-        g.identify("c", "m1", q, aggregate="median")  # type: ignore[arg-type]
+        identify_embeddings(g, "c", "m1", q, aggregate="median")  # type: ignore[arg-type]
 
 
 def test_delete_identity_and_face_leave_identify(populated) -> None:
     g, _centres, owners, vecs, ids = populated
     target = 7
     q = vecs[owners == target][:1]
-    assert g.identify("c", "m1", q, top_k=1)[0].matches[0].identity_id == ids[target]
+    assert identify_embeddings(g, "c", "m1", q, top_k=1)[0].matches[0].identity_id == ids[target]
     g.delete_identity("c", ids[target])
-    res = g.identify("c", "m1", q, top_k=50)[0]
+    res = identify_embeddings(g, "c", "m1", q, top_k=50)[0]
     assert ids[target] not in {m.identity_id for m in res.matches}
     face = g.list_faces("c", ids[8])[0]
     g.delete_face("c", face.id)
     assert face.id not in set(g.indexed_ids("c").tolist())
     assert all(
-        m.face_id != face.id for m in g.identify("c", "m1", vecs[owners == 8][:1], top_k=50)[0].matches
+        m.face_id != face.id for m in identify_embeddings(g, "c", "m1", vecs[owners == 8][:1], top_k=50)[0].matches
     )
 
 
@@ -103,10 +104,10 @@ def test_restart_gives_identical_answers(populated, open_gallery: Callable[..., 
     g, centres, _owners, _vecs, ids = populated
     g.delete_identity("c", ids[3])
     q, _ = probes(centres, 30, seed=9, impostor_fraction=0.2)
-    before = g.identify("c", "m1", q, top_k=5, threshold=THRESHOLD)
+    before = identify_embeddings(g, "c", "m1", q, top_k=5, threshold=THRESHOLD)
     g.close()
     g2 = open_gallery()
-    after = g2.identify("c", "m1", q, top_k=5, threshold=THRESHOLD)
+    after = identify_embeddings(g2, "c", "m1", q, top_k=5, threshold=THRESHOLD)
     assert [[(m.identity_id, m.face_id) for m in r.matches] for r in after] == [
         [(m.identity_id, m.face_id) for m in r.matches] for r in before
     ]
@@ -129,15 +130,15 @@ def test_model_and_dimension_mismatch_refused(gallery: Gallery) -> None:
     with pytest.raises(ModelMismatch):
         gallery.enroll("c", who.id, faces_for(np.eye(1, 64, dtype=np.float32), "m1"))  # wrong dim
     with pytest.raises(ModelMismatch):
-        gallery.identify("c", "m2", v)
+        identify_embeddings(gallery, "c", "m2", v)
     with pytest.raises(ModelMismatch):
-        gallery.identify("c", "m1", np.eye(1, 64, dtype=np.float32))
+        identify_embeddings(gallery, "c", "m1", np.eye(1, 64, dtype=np.float32))
     with pytest.raises(ModelMismatch):
         gallery.get_embeddings("c", who.id, "m2")
     with pytest.raises(InvalidRequest):
         gallery.enroll("c", who.id, faces_for(np.zeros((1, DIM), np.float32), "m1"))
     with pytest.raises(InvalidRequest):
-        gallery.identify("c", "m1", np.full((1, DIM), np.nan, np.float32))
+        identify_embeddings(gallery, "c", "m1", np.full((1, DIM), np.nan, np.float32))
     assert gallery.get_identity("c", who.id).faces == 2
 
 
@@ -161,12 +162,12 @@ def test_exact_to_ivf_switch_and_recall(open_gallery: Callable[..., Gallery]) ->
     face_ids = g.indexed_ids("big")
     # face ids increase in enroll order: identity by identity
     order = np.concatenate([np.where(owners == i)[0] for i in range(len(ids))])
-    exact = VectorIndex.build(face_ids, vecs[order], IndexParams(exact_max=10**9))
+    exact = FaissIndex.build(face_ids, vecs[order], IndexParams(exact_max=10**9))
     assert exact.kind == "flat"
     want_d, want = exact.search(q, 10)
 
     def measure(gal: Gallery) -> tuple[float, float, float]:
-        approx = gal._index_for("big", "m1")
+        approx = gal.indexes.get("big", "m1")
         assert approx is not None and approx.kind == "ivf"
         _, got = approx.search(q, 10)
         strict = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)]))
@@ -183,7 +184,7 @@ def test_exact_to_ivf_switch_and_recall(open_gallery: Callable[..., Gallery]) ->
     assert strict_hi >= 0.99, strict_hi
 
     # identify answers agree with exact search on the top identity
-    res = g.identify("big", "m1", q[:50], top_k=1)
+    res = identify_embeddings(g, "big", "m1", q[:50], top_k=1)
     top_exact = [ids[owners[order[np.searchsorted(face_ids, w[0])]]] for w in want[:50]]
     assert np.mean([r.matches[0].identity_id == t for r, t in zip(res, top_exact)]) >= 0.98
 
@@ -203,14 +204,14 @@ def test_flat_fp16_option_matches_exact(gallery: Gallery, open_gallery: Callable
     gallery.create_collection("c", model="m1")
     centres, _, _, _ = populate(gallery, "c", 150)
     q, _ = probes(centres, 40, seed=21)
-    exact = gallery.identify("c", "m1", q, top_k=3)
+    exact = identify_embeddings(gallery, "c", "m1", q, top_k=3)
     fp16 = open_gallery(index_flat_fp16=True)
     assert fp16.index_stats("c")["kind"] == "flat"
-    approx = fp16.identify("c", "m1", q, top_k=3)
+    approx = identify_embeddings(fp16, "c", "m1", q, top_k=3)
     assert [r.matches[0].identity_id for r in approx] == [r.matches[0].identity_id for r in exact]
     assert [r.best_score for r in approx] == pytest.approx([r.best_score for r in exact], abs=2e-3)
     who = fp16.create_identity("c", "late")  # add/remove work on the fp16 index too
     [f] = fp16.enroll("c", who.id, faces_for(q[:1], "m1", start=900))
-    assert fp16.identify("c", "m1", q[:1], top_k=1)[0].matches[0].face_id == f.id
+    assert identify_embeddings(fp16, "c", "m1", q[:1], top_k=1)[0].matches[0].face_id == f.id
     fp16.delete_face("c", f.id)
     assert f.id not in set(fp16.indexed_ids("c").tolist())

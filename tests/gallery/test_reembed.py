@@ -7,9 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
+from devkit.face_shaped import faces_of, identity_centres
 from service.errors import Conflict, JobNotFound, ModelMismatch
 from service.gallery import Gallery
-from service.gallery.synthetic import faces_of, identity_centres
+from service.usecases.ranking import identify_embeddings
 from tests.gallery.conftest import faces_for
 
 OLD_DIM, NEW_DIM = 64, 96
@@ -61,7 +62,7 @@ def switched_setup(gallery: Gallery):
 
 def test_reembed_job_switches_model(switched_setup) -> None:
     g, model, ids, new_centres, new = switched_setup
-    before = g.identify("c", "m1", g.get_embeddings("c", ids[0], "m1")[:1], top_k=1)[0]
+    before = identify_embeddings(g, "c", "m1", g.get_embeddings("c", ids[0], "m1")[:1], top_k=1)[0]
     assert before.matches[0].identity_id == ids[0]
     job = g.start_reembed_job("c", "m2")
     assert (job.status, job.total, job.params) == ("queued", 60, {"old_model": "m1", "new_model": "m2"})
@@ -69,7 +70,7 @@ def test_reembed_job_switches_model(switched_setup) -> None:
         g.start_reembed_job("c", "m3")  # one job per collection
     # while queued, the old model keeps serving
     assert (
-        g.identify("c", "m1", g.get_embeddings("c", ids[1], "m1")[:1], top_k=1)[0].matches[0].identity_id
+        identify_embeddings(g, "c", "m1", g.get_embeddings("c", ids[1], "m1")[:1], top_k=1)[0].matches[0].identity_id
         == ids[1]
     )
 
@@ -80,10 +81,10 @@ def test_reembed_job_switches_model(switched_setup) -> None:
     assert coll.model == "m2"
     # new model serves; old model refused everywhere; old embeddings dropped
     probes = faces_of(new_centres, np.arange(30), seed=99)
-    res = g.identify("c", "m2", probes, top_k=1)
+    res = identify_embeddings(g, "c", "m2", probes, top_k=1)
     assert np.mean([r.matches[0].identity_id == ids[i] for i, r in enumerate(res)]) >= 0.95
     with pytest.raises(ModelMismatch):
-        g.identify("c", "m1", np.ones((1, OLD_DIM), np.float32))
+        identify_embeddings(g, "c", "m1", np.ones((1, OLD_DIM), np.float32))
     with pytest.raises(ModelMismatch):
         g.enroll("c", ids[0], faces_for(np.ones((1, OLD_DIM), np.float32), "m1", start=500))
     with pytest.raises(ModelMismatch):

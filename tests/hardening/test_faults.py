@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import faults
+from devkit import faults
 
 
 def test_sigkill_rounds_lose_nothing_and_leave_no_orphans(tmp_path, faces_dir) -> None:

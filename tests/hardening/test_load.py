@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-from bench.load import run_load, server_env, table
-from tests.server import Server
+from devkit.load import run_load, server_env, table
+from devkit.server import Server
 
 SECONDS = float(os.environ.get("FACEGATE_LOAD_SECONDS", "6"))
 

@@ -27,7 +27,7 @@ def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG whose IHDR claims w x h, followed by a tiny (invalid) IDAT: only the header is real."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 

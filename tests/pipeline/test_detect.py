@@ -50,7 +50,7 @@ def test_landmarks_match_reference(detector, make_pipeline, faces_dir, reference
 @pytest.mark.parametrize("detector", sorted(LANDMARK_TOLERANCE))
 def test_group_single_and_empty_photos(detector, make_pipeline, bad_dir) -> None:
     p = make_pipeline(detector=detector)
-    count = lambda name: len(p.detect(p.decode((bad_dir / name).read_bytes())))  # noqa: E731
+    count = lambda name: len(p.detect(p.decode((bad_dir / name).read_bytes())))
     for name, n in MULTI.items():
         assert count(name) == n, name
     for name in NONE:

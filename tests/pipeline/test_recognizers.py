@@ -8,7 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from service import usecases as uc
 from service.calibration import auc, best_threshold, roc_curve
+from service.pipeline.prepare import ImageInput
+from tests.cards import default_card_threshold
 
 DETECTORS = ["yunet-2023mar-int8bq", "scrfd-2.5g"]
 # The default pack (same SFace weights, int8 YuNet) has its own tests below.
@@ -20,12 +23,14 @@ def _pairs(faces_dir):
         return [(r["a"], r["b"], int(r["same"])) for r in csv.DictReader(f)]
 
 
+def _largest(p, path):
+    """The embedding of the largest face of a photo, through the embed use case."""
+    (ef,) = uc.embed(p, [ImageInput(path.read_bytes())], largest_only=True).faces
+    return ef.embedding
+
+
 def _embed_all(p, faces_dir, names):
-    out = {}
-    for rel in names:
-        (ef,) = p.analyze((faces_dir / rel).read_bytes(), largest_only=True)
-        out[rel] = ef.embedding
-    return out
+    return {rel: _largest(p, faces_dir / rel) for rel in names}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +91,7 @@ def test_default_pack_matches_reference_separation(make_pipeline, faces_dir) -> 
     embs = _embed_all(p, faces_dir, sorted({a for a, _, _ in pairs} | {b for _, b, _ in pairs}))
     scores = np.array([embs[a] @ embs[b] for a, b, _ in pairs])
     same = np.array([s for _, _, s in pairs], dtype=bool)
-    thr, _ = p.threshold()
+    thr = default_card_threshold()
     assert scores[same].min() > scores[~same].max()
     assert ((scores >= thr) == same).all(), "100 % accuracy at the card threshold, as the reference"
 
@@ -97,8 +102,7 @@ def test_parity_with_reference_embeddings(make_pipeline, faces_dir) -> None:
     p = make_pipeline(detector="yunet-fp32", recognizer="sface-clean")
     cos = {}
     for rel, r in ref.items():
-        (ef,) = p.analyze((faces_dir / rel).read_bytes(), largest_only=True)
-        cos[rel] = float(ef.embedding @ np.asarray(r["sface_embedding"]))
+        cos[rel] = float(_largest(p, faces_dir / rel) @ np.asarray(r["sface_embedding"]))
     worst = min(cos, key=cos.get)
     assert cos[worst] >= 0.99, (worst, cos[worst])
 
@@ -107,6 +111,5 @@ def test_default_pack_close_to_reference(make_pipeline, faces_dir) -> None:
     """The int8 detector moves landmarks by ~1 px: embeddings stay close to the reference's."""
     ref = json.loads((faces_dir / "reference_sface.json").read_text())
     p = make_pipeline()
-    cos = [float(p.analyze((faces_dir / rel).read_bytes(), largest_only=True)[0].embedding @ np.asarray(r["sface_embedding"]))
-           for rel, r in ref.items()]
+    cos = [float(_largest(p, faces_dir / rel) @ np.asarray(r["sface_embedding"])) for rel, r in ref.items()]
     assert min(cos) >= 0.97 and float(np.median(cos)) >= 0.99, (min(cos), np.median(cos))

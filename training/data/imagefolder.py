@@ -41,26 +41,13 @@ def list_identity_folders(
 
 
 def service_aligner() -> Callable[[bytes], np.ndarray | None]:
-    """Decode -> detect -> align with the service's pipeline; the largest face wins.
+    """The service's own "aligned crop or detect + align" path; the largest face wins.
 
     Imported lazily: identity folders of ready crops never need the detector.
     """
-    from service.cards import Registry
-    from service.config import Settings
-    from service.pipeline.pipeline import FacePipeline  # type: ignore[import-not-found]
+    from service.contract import aligner
 
-    settings = Settings()
-    pipe = FacePipeline(settings, Registry(settings.models_dir))
-
-    def align(data: bytes) -> np.ndarray | None:
-        image = pipe.decode(data)
-        faces = pipe.detect(image)
-        if not faces:
-            return None
-        face = max(faces, key=lambda f: float(f.bbox[2]) * float(f.bbox[3]))
-        return pipe.align(image, face)
-
-    return align
+    return aligner()
 
 
 def prepare_aligned(

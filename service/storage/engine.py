@@ -1,4 +1,4 @@
-"""Engine set-up, migrations and DB-error mapping for the gallery store.
+"""Engine set-up, migrations and DB-error mapping: the SQL foundation the gallery and the key store share.
 
 * SQLite: WAL (readers never block the writer), ``busy_timeout`` (writers queue instead
   of failing at once), ``foreign_keys=ON`` (cascades), all set per connection in a

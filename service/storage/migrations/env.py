@@ -1,6 +1,6 @@
-"""Alembic environment: always run online on the connection handed over by the gallery.
+"""Alembic environment: always run online on the connection handed over by the storage layer.
 
-The gallery passes its own connection in ``config.attributes["connection"]`` so the
+The storage layer passes its own connection in ``config.attributes["connection"]`` so the
 migration uses the same engine configuration (SQLite pragmas, PostgreSQL search_path)
 as the service, and no ``alembic.ini`` is needed at run time.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.gallery.models import Base
+from service.storage.schema import Base
 
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - only reached through the alembic CLI
-    raise RuntimeError("run migrations through service.gallery.db.migrate(engine)")
+    raise RuntimeError("run migrations through service.storage.engine.migrate(engine)")
 
 context.configure(
     connection=connection,

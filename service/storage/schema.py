@@ -1,4 +1,4 @@
-"""ORM schema of the gallery: the database is the source of truth, FAISS is derived.
+"""ORM schema of the one database (gallery rows, change log, jobs, API keys); the source of truth.
 
 The same declarative classes serve SQLite and PostgreSQL. The schema itself is
 created and evolved only by the alembic migrations in ``migrations/``; these classes

@@ -1,4 +1,4 @@
-"""The one place where failures become HTTP responses.
+"""The one place where failures become HTTP responses (the error envelope and its handlers).
 
 Every failure, whatever raised it, is answered with the same envelope::
 
@@ -14,30 +14,26 @@ Every failure, whatever raised it, is answered with the same envelope::
 * Anything else is a bug: 500 ``internal_error``, logged with its traceback and the
   request id, and the message does not leak internals.
 
-The request id comes from the client's ``X-Request-ID`` header when it is a sane token,
-otherwise it is generated; it is echoed in the response header and in the envelope so a
-client's bug report can be matched with the server log.
+The request id (:class:`service.api.middleware.RequestIdMiddleware`) is echoed in the
+envelope so a client's bug report can be matched with the server log.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from service.errors import FacegateError, ImageTooLarge
+from service.errors import FacegateError
 
 log = logging.getLogger("facegate.api")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 _HTTP_CODES = {
     400: "bad_request",
@@ -127,102 +123,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unhandled)
-
-
-class RequestIdMiddleware:
-    """Assign the request id first, so every later layer (auth, limits, logs) can use it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for k, v in scope.get("headers", []):
-            if k == b"x-request-id":
-                cand = v.decode("latin-1")
-                rid = cand if _SANE_ID.match(cand) else None
-                break
-        rid = rid or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in headers):
-                    headers.append((b"x-request-id", rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class BodyLimitMiddleware:
-    """Enforce ``max_request_bytes`` before the body is read into memory.
-
-    A declared ``Content-Length`` over the limit is refused at once, without reading a
-    byte of the body. A chunked (or lying) body is counted while it streams in, and the
-    read fails with :class:`ImageTooLarge` the moment the count passes the limit, so a
-    client can never make the server buffer more than the limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    declared = int(v)
-                except ValueError:
-                    declared = -1
-                if declared < 0:
-                    resp = error_response(400, "bad_request", "invalid Content-Length header", request_id_of(scope))
-                    await resp(scope, receive, send)
-                    return
-                if declared > self.max_bytes:
-                    resp = error_response(
-                        413, ImageTooLarge.code,
-                        f"the request body is {declared} bytes; the limit is {self.max_bytes}",
-                        request_id_of(scope), {"limit": self.max_bytes},
-                        headers={"Connection": "close"},
-                    )
-                    await resp(scope, receive, send)
-                    return
-                break
-        seen = 0
-        limit = self.max_bytes
-        exceeded = replaced = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    exceeded = True
-                    raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes", limit=limit)
-            return message
-
-        async def typed_send(message: Message) -> None:
-            # FastAPI turns any error while it reads a JSON body into a generic 400; whatever
-            # the app made of it, an over-limit body is answered with the typed 413.
-            nonlocal replaced
-            if not exceeded:
-                await send(message)
-                return
-            if message["type"] == "http.response.start" and not replaced:
-                replaced = True
-                resp = error_response(
-                    413, ImageTooLarge.code, f"the request body exceeds the limit of {limit} bytes",
-                    request_id_of(scope), {"limit": limit}, headers={"Connection": "close"},
-                )
-                await resp(scope, receive, send)
-
-        await self.app(scope, limited_receive, typed_send)

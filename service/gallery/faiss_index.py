@@ -1,4 +1,4 @@
-"""FAISS index of one (collection, model): derived from the database, never a source of truth.
+"""The FAISS implementation of :class:`~service.gallery.vector_index.VectorIndex`, in process.
 
 Kinds
 -----
@@ -47,6 +47,7 @@ import faiss
 import numpy as np
 
 from service.errors import ModelMismatch
+from service.gallery.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ IndexKind = Literal["flat", "ivf"]
 
 # Batched flat search only takes the BLAS (sgemm) path from `distance_compute_blas_threshold`
 # queries per call (default 20). Single queries are as fast or faster on the SIMD path,
-# but micro-batches of a few queries gain several x with BLAS (FACTS.md: 5-7x at 64).
+# but micro-batches of a few queries gain several x with BLAS (docs/facts.md: 5-7x at 64).
 BLAS_THRESHOLD = 4
 faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
 
@@ -190,7 +191,7 @@ def _to_gpu(index: faiss.Index) -> faiss.Index | None:
         return None
 
 
-class VectorIndex:
+class FaissIndex(VectorIndex):
     """A FAISS index over L2-normalised float32 vectors keyed by int64 face ids."""
 
     def __init__(self, dim: int, kind: IndexKind, params: IndexParams, index: faiss.Index, trained_n: int):
@@ -204,8 +205,6 @@ class VectorIndex:
         self._gpu_index: faiss.Index | None = None
         self._gpu_dirty = True
         self._gpu_clone_lock = threading.Lock()
-        #: Collection revision this index reflects (maintained by the gallery).
-        self.revision = 0
         self.built_at = time.time()
         self.build_seconds = 0.0
 
@@ -213,7 +212,7 @@ class VectorIndex:
     @classmethod
     def build(
         cls, ids: np.ndarray, vectors: np.ndarray, params: IndexParams, dim: int | None = None
-    ) -> VectorIndex:
+    ) -> FaissIndex:
         """Build the right kind of index for ``len(ids)`` vectors."""
         t0 = time.perf_counter()
         ids = np.ascontiguousarray(np.asarray(ids, dtype=np.int64))

@@ -1,9 +1,9 @@
-"""``facegate keys create|list|revoke``: manage API keys directly in the gallery database.
+"""``facegate keys create|list|revoke``: manage API keys directly in the service database.
 
 Works without a running server (it opens ``FACEGATE_DATABASE_URL`` / ``FACEGATE_DATA_DIR``
 itself), which is how the first real admin key is made. The secret is printed once;
 only its hash is stored. A running server sees a new key at once and a revoke within
-a few seconds (its verified-key cache, see ``service.api.auth.KEY_CACHE_TTL_S``).
+a few seconds (its verified-key cache, see ``service.auth.keys.KEY_CACHE_TTL_S``).
 """
 
 from __future__ import annotations
@@ -11,25 +11,22 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from service.cli.common import app, console, fail
 from service.errors import FacegateError
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-console = Console()
+app.add_typer(keys_app, name="keys")
 
 
-def _gallery():
+def _keys():
+    from service.auth.key_store import ApiKeyStore
+    from service.auth.keys import KeyStore
     from service.config import Settings
-    from service.gallery import Gallery
+    from service.storage import Database
 
-    return Gallery(Settings()).start()
-
-
-def _fail(e: FacegateError) -> None:
-    console.print(f"[red]error[/red] {e.code}: {e.message}")
-    raise typer.Exit(2)
+    return KeyStore(ApiKeyStore(Database(Settings()).start()))
 
 
 @keys_app.command("create")
@@ -42,15 +39,13 @@ def create(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Create a key and print its secret (shown this once only)."""
-    from service.api.auth import KeyStore
-
-    g = _gallery()
+    keys = _keys()
     try:
-        rec, secret = KeyStore(g).create(name, scope, collection or None)
+        rec, secret = keys.create(name, scope, collection or None)
     except FacegateError as e:
-        _fail(e)
+        fail(e)
     finally:
-        g.close()
+        keys.store.db.close()
     if as_json:
         print(json.dumps({"id": rec.id, "name": rec.name, "scopes": rec.scopes, "collections": rec.collections,
                           "secret": secret}))
@@ -64,13 +59,13 @@ def create(
 @keys_app.command("list")
 def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys with their scopes, collections and state (never the secrets)."""
-    g = _gallery()
+    store = _keys()
     try:
-        keys = g.list_api_keys()
+        keys = store.list()
     except FacegateError as e:
-        _fail(e)
+        fail(e)
     finally:
-        g.close()
+        store.store.db.close()
     if as_json:
         print(json.dumps([{"id": k.id, "prefix": k.prefix, "name": k.name, "scopes": k.scopes,
                            "collections": k.collections, "revoked": k.revoked,
@@ -89,11 +84,11 @@ def list_keys(as_json: bool = typer.Option(False, "--json")) -> None:
 @keys_app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="Key id (from `facegate keys list`).")) -> None:
     """Revoke a key (kept for audit, refused from now on)."""
-    g = _gallery()
+    keys = _keys()
     try:
-        rec = g.revoke_api_key(key_id)
+        rec = keys.revoke(key_id)
     except FacegateError as e:
-        _fail(e)
+        fail(e)
     finally:
-        g.close()
+        keys.store.db.close()
     console.print(f"revoked {rec.id} ({rec.name})")

@@ -1,0 +1,155 @@
+"""ASGI middleware, outermost first: request id -> metrics -> CORS (when configured) -> body size limit.
+
+Each is a plain ASGI class (no ``BaseHTTPMiddleware``), so streaming bodies pass through
+untouched and the body limit can count bytes while they arrive.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.error_handlers import error_response, request_id_of
+from service.api.metrics import Metrics
+from service.errors import ImageTooLarge
+
+#: The client's ``X-Request-ID`` is kept when it is a sane token, otherwise one is generated;
+#: it is echoed in the response header and in the error envelope.
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Assign the request id first, so every later layer (auth, limits, logs) can use it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for k, v in scope.get("headers", []):
+            if k == b"x-request-id":
+                cand = v.decode("latin-1")
+                rid = cand if _SANE_ID.match(cand) else None
+                break
+        rid = rid or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class BodyLimitMiddleware:
+    """Enforce ``max_request_bytes`` before the body is read into memory.
+
+    A declared ``Content-Length`` over the limit is refused at once, without reading a
+    byte of the body. A chunked (or lying) body is counted while it streams in, and the
+    read fails with :class:`ImageTooLarge` the moment the count passes the limit, so a
+    client can never make the server buffer more than the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    resp = error_response(400, "bad_request", "invalid Content-Length header", request_id_of(scope))
+                    await resp(scope, receive, send)
+                    return
+                if declared > self.max_bytes:
+                    resp = error_response(
+                        413, ImageTooLarge.code,
+                        f"the request body is {declared} bytes; the limit is {self.max_bytes}",
+                        request_id_of(scope), {"limit": self.max_bytes},
+                        headers={"Connection": "close"},
+                    )
+                    await resp(scope, receive, send)
+                    return
+                break
+        seen = 0
+        limit = self.max_bytes
+        exceeded = replaced = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    exceeded = True
+                    raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes", limit=limit)
+            return message
+
+        async def typed_send(message: Message) -> None:
+            # FastAPI turns any error while it reads a JSON body into a generic 400; whatever
+            # the app made of it, an over-limit body is answered with the typed 413.
+            nonlocal replaced
+            if not exceeded:
+                await send(message)
+                return
+            if message["type"] == "http.response.start" and not replaced:
+                replaced = True
+                resp = error_response(
+                    413, ImageTooLarge.code, f"the request body exceeds the limit of {limit} bytes",
+                    request_id_of(scope), {"limit": limit}, headers={"Connection": "close"},
+                )
+                await resp(scope, receive, send)
+
+        await self.app(scope, limited_receive, typed_send)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (after routing, so the template is known)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        m = self.metrics
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            m.in_flight.dec()
+            route = scope.get("route")
+            path = getattr(route, "path_format", None) or getattr(route, "path", None) or "<unmatched>"
+            if path.startswith("/ui") and path != "/ui":
+                path = "/ui/*"
+            method = scope.get("method", "-")
+            m.requests.labels(path, method, str(status)).inc()
+            m.latency.labels(path, method).observe(time.perf_counter() - start)

@@ -1,0 +1,38 @@
+"""Per-key request rate limits (token buckets)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+
+class TokenBucketLimiter:
+    """Per-key token buckets, in process memory.
+
+    Each key may burst up to ``per_minute`` requests and refills at ``per_minute / 60``
+    per second. The buckets live in this process only: with several workers or
+    replicas each enforces the limit separately (so the effective limit is N times
+    higher); a shared limiter (Redis, the database) would be needed to make it global.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float | None:
+        """Spend one token; None if allowed, else seconds until the next token."""
+        if self.capacity <= 0:
+            return None
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return None
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate

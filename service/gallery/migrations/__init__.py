@@ -1,1 +1,0 @@
-"""Alembic migrations of the gallery schema, run programmatically by :func:`service.gallery.db.migrate`."""

@@ -1,0 +1,25 @@
+"""Who may touch which collection, as the use cases see it (an API key's principal satisfies it)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Access(Protocol):
+    def can_access(self, collection_id: str) -> bool: ...
+
+    def check_collection(self, collection_id: str) -> None:
+        """Raise :class:`~service.errors.Forbidden` unless the caller may use the collection."""
+
+
+class FullAccess:
+    """In-process callers (the CLI, benchmarks): every collection."""
+
+    def can_access(self, collection_id: str) -> bool:
+        return True
+
+    def check_collection(self, collection_id: str) -> None:
+        return None
+
+
+EVERYTHING = FullAccess()
