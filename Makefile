@@ -6,6 +6,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The real-face test assets: ../shared/data when it is beside the clone (tests skip, with a
+# reason, whatever needs them when it is absent).
+SHARED_DATA := $(abspath ../shared/data)
+FACEGATE_TEST_DATA ?= $(if $(wildcard $(SHARED_DATA)/MANIFEST.md),$(SHARED_DATA),)
+export FACEGATE_TEST_DATA
 
 .PHONY: serve test bench lint clean
 
@@ -28,6 +33,8 @@ serve: $(VENV)/.serve
 	MALLOC_ARENA_MAX=2 $(BIN)/facegate serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.test
+	@if [ -z "$(FACEGATE_TEST_DATA)" ]; then echo "FACEGATE_TEST_DATA unset and no ../shared/data: the real-face tests will skip"; \
+	else echo "test assets: $(FACEGATE_TEST_DATA)"; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The peer that bench/peer.py measures: face_recognition (dlib). Its wheel must go in

@@ -8,7 +8,18 @@ import platform
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def rel(path: str | Path) -> str:
+    """A path as results record it: relative to the repository when inside it (never a machine's
+    absolute path); arguments of a recorded command line go through this too."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(ROOT)) if p.is_absolute() or p.exists() else str(path)
+    except ValueError:
+        return str(path)
 
 
 def machine() -> dict:
@@ -33,4 +44,4 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
+    return Path(rel(path))

@@ -8,7 +8,7 @@ Data: ``devkit.face_shaped`` - identities as clusters (a probe has cosine
 ~0.5-0.85 to its person's enrolled faces, strangers ~0 +- 0.06), 3 faces per identity,
 10 % of the probes are strangers. Uniform random vectors would make every approximate
 index look terrible and a few well-separated blobs would make IVF look perfect; this is
-in between, like real embeddings (FACTS.md). Recall@10 is strict: all 10 exact
+in between, like real embeddings (docs/facts.md). Recall@10 is strict: all 10 exact
 neighbours, including the 7 nearest *strangers* after a person's own 3 faces, which is
 harder than what identify needs; "top1" is the agreement of the nearest face's
 identity with exact search, which is what identify's answer depends on.
@@ -38,6 +38,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import rel
 from devkit.face_shaped import gallery as synth_gallery
 from devkit.face_shaped import probes
 
@@ -386,10 +387,10 @@ def main() -> None:
         "queries": args.queries,
         "target_recall": args.target_recall,
         "data": "devkit.face_shaped: 3 faces/identity, 10% stranger probes",
-        "argv": sys.argv[1:],
+        "argv": [rel(a) for a in sys.argv[1:]],
     }
     args.out.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {rel(args.out)}")
 
 
 if __name__ == "__main__":

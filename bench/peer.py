@@ -65,12 +65,11 @@ def run_peer(fr, photos: list[Path]) -> tuple[float, int, list[int]]:
 def run_ours(pipeline, photos: list[Path]) -> tuple[float, int, list[int]]:
     t0 = time.perf_counter()
     faces = []
-    for p in photos:
-        image = pipeline.decode(p.read_bytes())
-        found = pipeline.detect(image)
-        crops = [pipeline.align(image, f) for f in found]
+    model = pipeline.settings.recognizer
+    for p in photos:  # the service's own path: prepare (decode, detect, align every face), then embed
+        crops = pipeline.prepare(p.read_bytes(), recognizers=(model,), need_face=False).crops[model]
         if crops:
-            pipeline.embed(crops)
+            pipeline.embed(crops, model)
         faces.append(len(crops))
     return time.perf_counter() - t0, sum(faces), faces
 

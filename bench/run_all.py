@@ -26,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import RESULTS, machine
+from bench.common import RESULTS, machine, rel
 
 #: name -> (script, small-size flags, result file, timeout s). Benchmarks in OUT_FLAG take ``--out FILE``.
 BENCHMARKS: dict[str, tuple[str, list[str], str, int]] = {
@@ -60,7 +60,7 @@ def run_one(name: str, full: bool, env: dict, results_dir: Path = RESULTS) -> di
     wall = round(time.monotonic() - t0, 1)
     fresh = path.exists() and path.stat().st_mtime > before
     result = json.loads(path.read_text()) if fresh else None
-    return {"command": " ".join(cmd[1:]), "exit_code": rc, "wall_s": wall, "result_file": str(path),
+    return {"command": " ".join(rel(c) for c in cmd[1:]), "exit_code": rc, "wall_s": wall, "result_file": rel(path),
             "fresh": fresh, "output_tail": tail, "result": result}
 
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             _, _, out, _ = BENCHMARKS[n]
             path = (args.results_dir if n in OUT_FLAG else RESULTS) / out
             run = {**prev.get(n, {"command": "(not run by run_all)", "exit_code": None, "wall_s": None}),
-                   "result_file": str(path), "fresh": path.exists(), "output_tail": prev.get(n, {}).get("output_tail", "")}
+                   "result_file": rel(path), "fresh": path.exists(), "output_tail": prev.get(n, {}).get("output_tail", "")}
             run["result"] = json.loads(path.read_text()) if path.exists() else None
             report["runs"][n] = run
             continue
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(args.machine, report)
     (RESULTS / f"{args.machine}.md").write_text(md)
     print(md)
-    print("wrote", RESULTS / f"{args.machine}.json", "and", RESULTS / f"{args.machine}.md")
+    print("wrote", rel(RESULTS / f"{args.machine}.json"), "and", rel(RESULTS / f"{args.machine}.md"))
     return 0
 
 

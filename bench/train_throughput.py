@@ -7,7 +7,7 @@ Synthetic input (random 112x112 images, random labels) so it measures compute, n
     python bench/train_throughput.py                       # mbf + r50, batch 32, ~1-2 min on 2 cores
     python bench/train_throughput.py --models mbf,r18,r50,r100 --batch 64 --steps 20
 
-Timings on shared 2-core machines move by +-30 % from minute to minute (see FACTS.md): compare
+Timings on shared 2-core machines move by +-30 % from minute to minute (docs/facts.md): compare
 backbones measured in one run, as ratios; the load average at start and end is recorded, and so
 is process CPU time per step (with ``--threads 1`` on a busy machine, samples per CPU-second is
 the better estimate of what the code does on idle cores).
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import rel
 from training.backbones import count_params_flops, get_backbone
 from training.heads import build_head
 
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {rel(args.out)}")
     return 0
 
 

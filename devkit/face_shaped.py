@@ -1,7 +1,7 @@
 """Synthetic embeddings shaped like real face embeddings, for tests and benchmarks.
 
 Uniform random vectors make every approximate index look terrible and a few
-well-separated blobs make IVF look perfect (FACTS.md); real galleries are neither.
+well-separated blobs make IVF look perfect (docs/facts.md); real galleries are neither.
 Here:
 
 * identity centres are drawn from an anisotropic Gaussian (power-law spectrum, effective

@@ -125,7 +125,9 @@ def sigkill_rounds(data_dir: Path, faces_dir: Path, *, rounds: int = 5, clients:
                 probe = photos_of(faces_dir, people[0])[0]
                 r = c.post("/v1/identify", files=[("image", (probe.name, probe.read_bytes(), "image/jpeg"))],
                            data={"collection_id": COLL, "top_k": "10"})
-                cand = {x["face_id"] for x in r.json()["results"][0]["candidates"]} if r.status_code == 200 else set()
+                found = r.json()["results"][0] if r.status_code == 200 else {"candidates": [], "best": None}
+                cand = {x["face_id"] for x in found["candidates"]}
+                best_ok = (found["best"] or {}).get("external_id") == people[0]
                 indexed = _index_vectors(c.get("/metrics").text, COLL)
             orphan_kinds = {"faces_without_embedding": crashed["faces_without_embedding"],
                             "embeddings_without_face": crashed["embeddings_without_face"],
@@ -136,7 +138,8 @@ def sigkill_rounds(data_dir: Path, faces_dir: Path, *, rounds: int = 5, clients:
             row = {"round": rnd, "kill_after_acked": target, "attempts": attempts[0], "acknowledged": n_acked,
                    "lost": lost, "orphans": orphans, "integrity": crashed["integrity"],
                    "foreign_key_violations": crashed["foreign_key_violations"], "stored_total": len(stored),
-                   "indexed_total": int(indexed), "orphan_kinds": orphan_kinds, "unexpected_statuses": unexpected[:3]}
+                   "indexed_total": int(indexed), "orphan_kinds": orphan_kinds, "identify_after_restart": best_ok,
+                   "unexpected_statuses": unexpected[:3], "client_errors": sum(u < "5" for u in unexpected)}
             per_round.append(row)
             totals["attempts"] += attempts[0]
             totals["acknowledged"] += n_acked

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-_DATA = os.environ.get("FACEGATE_TEST_DATA")
+from tests.assets import data_dir
+
+_DATA = data_dir()
 
 
 def _data_dir() -> Path:
     if not _DATA:
-        pytest.skip("FACEGATE_TEST_DATA is unset: real face images and reference models are not available")
-    path = Path(_DATA).resolve()  # cards made from these files store their path: keep it absolute
+        pytest.skip("FACEGATE_TEST_DATA is unset and there is no ../shared/data: real face images and "
+                    "reference models are not available")
+    path = _DATA
     if not path.is_dir():
         pytest.fail(f"FACEGATE_TEST_DATA={_DATA} is not a directory")
     return path
@@ -25,24 +27,12 @@ def test_data() -> Path:
     return _data_dir()
 
 
-@pytest.fixture(scope="session")
-def faces_dir(test_data: Path) -> Path:
-    return test_data / "faces"
-
-
-@pytest.fixture(scope="session")
-def bad_dir(test_data: Path) -> Path:
-    return test_data / "bad"
-
-
-@pytest.fixture(scope="session")
-def shared_models(test_data: Path) -> Path:
-    return test_data / "models"
-
-
-@pytest.fixture(scope="session")
-def lfw_dir(test_data: Path) -> Path:
-    return test_data / "lfw112"
+# Sub-folders of the assets (see their MANIFEST.md): photos by identity, hostile files,
+# reference ONNX models, aligned LFW crops.
+faces_dir = pytest.fixture(scope="session", name="faces_dir")(lambda test_data: test_data / "faces")
+bad_dir = pytest.fixture(scope="session", name="bad_dir")(lambda test_data: test_data / "bad")
+shared_models = pytest.fixture(scope="session", name="shared_models")(lambda test_data: test_data / "models")
+lfw_dir = pytest.fixture(scope="session", name="lfw_dir")(lambda test_data: test_data / "lfw112")
 
 
 #: The shared reference models, registered under these names by ``shared_registry``:

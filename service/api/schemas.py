@@ -200,14 +200,16 @@ class EnrollParams(Strict):
 
 
 class FaceRecordOut(BaseModel):
-    id: int
+    """An enrolled face: where it was in its photo and how good it was (the photo itself is not kept)."""
+
+    id: int = Field(..., description="Face id (64-bit); also the id in the vector index.")
     identity_id: str
     collection_id: str
-    bbox: list[float] | None
-    landmarks: list[list[float]] | None
-    det_score: float | None
-    quality: dict[str, Any] | None
-    image_sha256: str | None
+    bbox: list[float] | None = Field(..., description="[x, y, width, height] in the enrolled photo.")
+    landmarks: list[list[float]] | None = Field(..., description="The 5 points the crop was aligned with.")
+    det_score: float | None = Field(..., description="Detector confidence.")
+    quality: dict[str, Any] | None = Field(..., description="size, blur, yaw/pitch/roll at enrolment.")
+    image_sha256: str | None = Field(..., description="SHA-256 of the uploaded photo's bytes.")
     created_at: datetime
     models: list[str] = Field(default_factory=list, description="Models that hold an embedding of this face.")
 

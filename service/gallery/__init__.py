@@ -16,6 +16,7 @@ from service.gallery.records import (
     Job,
     Page,
 )
+from service.gallery.vectors import normalise
 
 __all__ = [
     "Collection",
@@ -30,4 +31,5 @@ __all__ = [
     "Page",
     "decode_crop",
     "encode_crop",
+    "normalise",
 ]

@@ -17,6 +17,8 @@ JobStatus = Literal["queued", "running", "done", "failed"]
 
 @dataclass(frozen=True)
 class Collection:
+    """A gallery: a tenant, a site, a watch list. Its ``model`` made every embedding in it."""
+
     id: str
     name: str
     model: str
@@ -28,6 +30,8 @@ class Collection:
 
 @dataclass(frozen=True)
 class Identity:
+    """A person of a collection, known to the client by ``external_id``."""
+
     id: str
     collection_id: str
     external_id: str
@@ -94,6 +98,8 @@ class FaceHit:
 
 @dataclass(frozen=True)
 class Job:
+    """A background job (a model switch) and its progress."""
+
     id: str
     kind: str
     collection_id: str
@@ -108,6 +114,8 @@ class Job:
 
 @dataclass(frozen=True)
 class GallerySize:
+    """Counts for the metrics endpoint."""
+
     collections: int
     identities: int
     faces: int

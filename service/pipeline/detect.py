@@ -40,7 +40,7 @@ def detect_faces(
     """Detect on a copy downscaled to ``max_side`` and return faces in ``image`` coordinates.
 
     Downscaling is not only for speed: YuNet misses large close-ups at full
-    resolution (a 1638x2048 portrait) and finds them at <= 1024 (MANIFEST).
+    resolution (a 1638x2048 portrait) and finds them at <= 1024 (docs/facts.md).
     """
     h, w = image.shape[:2]
     factor = min(1.0, max_side / max(h, w))

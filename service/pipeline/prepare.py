@@ -48,6 +48,8 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """The photo as uploaded: its size after EXIF orientation and its format."""
+
     width: int
     height: int
     format: str

@@ -1,7 +1,7 @@
 """YuNet (OpenCV Zoo) through ``cv2.FaceDetectorYN``.
 
 OpenCV's wrapper is used instead of onnxruntime because the int8 block-quantised
-YuNet of the default pack runs in OpenCV 5 only (MANIFEST), and the wrapper already
+YuNet of the default pack runs in OpenCV 5 only (docs/facts.md), and the wrapper already
 decodes YuNet's anchor-free heads. A ``FaceDetectorYN`` holds its input size as
 state, so concurrent callers each take an instance from a small pool.
 """

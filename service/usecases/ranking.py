@@ -16,8 +16,7 @@ from typing import Literal
 import numpy as np
 
 from service.errors import InvalidRequest
-from service.gallery import FaceHit, Gallery
-from service.gallery.vectors import normalise
+from service.gallery import FaceHit, Gallery, normalise
 
 Aggregate = Literal["max", "mean"]
 MAX_TOP_K = 1000

@@ -28,12 +28,16 @@ Against = Literal["image", "embedding", "identity"]
 
 @dataclass(frozen=True)
 class UsedFace:
+    """The face a photo contributed: the largest (or the only one, when strict)."""
+
     face: DetectedFace
     faces_found: int  # faces detected in that photo
 
 
 @dataclass(frozen=True)
 class Verification:
+    """The 1:1 answer and how it was reached."""
+
     similarity: float
     threshold: float
     threshold_source: str

@@ -43,6 +43,36 @@ def test_missing_and_wrong_keys_are_401(app_client, faces_dir):
     assert app_client.post("/v1/detect", files=img, headers=h(real)).status_code == 200
 
 
+def test_authentication_comes_before_the_body_is_read(app_client):
+    """A malformed or schema-violating body without a valid key is 401, never a 422 that
+    would tell an anonymous client what the route expects."""
+    bad_json = {"Content-Type": "application/json"}
+    for method, url, body in [("POST", "/v1/collections", b"{"), ("POST", "/v1/collections", b'{"id": 5}'),
+                              ("POST", "/v1/keys", b"[]"), ("PATCH", "/v1/collections/x/identities/y", b"{"),
+                              ("POST", "/v1/identify", b"{"), ("POST", "/v1/collections/x/model", b"null")]:
+        for headers in (bad_json, {**bad_json, "X-API-Key": "fg_0123456789ab_" + "A" * 43}):
+            assert_error(app_client.request(method, url, content=body, headers=headers), 401, "unauthorized")
+    # with a valid key the same body is the typed 422
+    assert_error(app_client.post("/v1/collections", content=b"{", headers={**bad_json, **ADMIN}),
+                 422, "invalid_request")
+
+
+def test_every_protected_route_authenticates_first(app_client):
+    """Routes that need a key must use the route class that authenticates before parsing."""
+    from fastapi.routing import APIRoute
+
+    from service.api.security import AuthenticatedRoute
+
+    def walk(routes):  # FastAPI wraps included routers; their own routes are what serve requests
+        for r in routes:
+            yield from walk(r.original_router.routes) if hasattr(r, "original_router") else [r]
+
+    public = {"/healthz", "/readyz", "/v1/info", "/metrics", "/"}
+    routes = [r for r in walk(app_client.app.routes) if isinstance(r, APIRoute) and r.path not in public]
+    assert routes and all(isinstance(r, AuthenticatedRoute) for r in routes), \
+        [r.path for r in routes if not isinstance(r, AuthenticatedRoute)]
+
+
 def test_revoked_key_is_401(app_client):
     k = new_key(app_client, ["read"])
     assert app_client.get("/v1/collections", headers=h(k)).status_code == 200

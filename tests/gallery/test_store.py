@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from service.auth.key_store import ApiKeyStore
 from service.errors import (

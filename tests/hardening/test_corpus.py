@@ -4,18 +4,17 @@ and the gallery is exactly as it was afterwards (same rows, same index entries).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.api.conftest import ADMIN
+from tests.assets import data_dir
 from tests.hardening.conftest import gallery_snapshot
 from tests.hardening.corpus import Case, build_corpus
 
-_DATA = os.environ.get("FACEGATE_TEST_DATA")
-CORPUS: list[Case] = build_corpus(Path(_DATA) / "faces") if _DATA and Path(_DATA, "faces").is_dir() else []
+_DATA = data_dir()
+CORPUS: list[Case] = build_corpus(_DATA / "faces") if _DATA and (_DATA / "faces").is_dir() else []
 RESULTS: dict[str, int] = {}
 
 

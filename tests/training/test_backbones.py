@@ -30,7 +30,7 @@ EXPECTED_PARAMS = {
     "r100": 65_156_160,
     "mbf": 2_059_520,
 }
-# GMACs quoted in FACTS.md (conv + linear multiply-accumulates at 112x112).
+# GMACs quoted in docs/facts.md (conv + linear multiply-accumulates at 112x112).
 EXPECTED_GMACS = {"mbf": 0.44, "r50": 6.31, "r100": 12.09}
 
 

@@ -94,7 +94,7 @@ def sface(shared_models: Path) -> Path:
 
 
 def test_sface_lfw_view2_two_folds_through_the_service_embedder(sface: Path, lfw_dir: Path) -> None:
-    """MANIFEST: 99.32 % on all 10 folds (no flip). Half of folds 0 and 1, threshold from the other fold."""
+    """docs/facts.md: 99.32 % on all 10 folds (no flip). Half of folds 0 and 1, threshold from the other fold."""
     emb = onnx_file_embedder(sface, color="RGB", mean=0.0, std=1.0)  # SFace: RGB 0..255, no scaling
     rep = evaluate_pair_file(lfw_dir / "pairs.txt", emb, folds=[0, 1], max_pairs=600, progress=False)
     assert rep["n_pairs"] == 600 and rep["protocol"].startswith("k-fold")

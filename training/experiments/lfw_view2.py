@@ -5,7 +5,7 @@
     python -m training.experiments.lfw_view2 --model <registered name>
 
 The test suite evaluates 2 folds only (time budget); this is the full protocol run
-whose numbers go into reports. Reference (MANIFEST): shared SFace, no flip, 99.32 %.
+whose numbers go into reports. Reference (docs/facts.md): shared SFace, no flip, 99.32 %.
 """
 
 from __future__ import annotations
