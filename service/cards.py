@@ -171,7 +171,7 @@ class Registry:
         try:
             stamp = path.stat().st_mtime_ns
         except FileNotFoundError:
-            raise ModelNotFound(f"model {name!r} is not registered in {self.models_dir}", model=name) from None
+            raise ModelNotFound(f"model {name!r} is not registered", model=name) from None
         hit = self._cards.get(name)
         if hit is not None and hit[0] == stamp:
             return hit[1]

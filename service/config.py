@@ -58,7 +58,8 @@ class Settings(BaseSettings):
 
     decode_threads: int = Field(
         0, ge=0, description="Images decoded and detected at once per process, whatever the number of requests "
-        "(0 = one per CPU core). Bounds the memory and CPU that concurrent uploads can take.",
+        "(0 = two per CPU core); one API key gets at most half of them, so one client cannot starve the others. "
+        "Bounds the memory and CPU that concurrent uploads can take.",
     )
 
     # --- detection ------------------------------------------------------------------------
@@ -66,7 +67,10 @@ class Settings(BaseSettings):
     det_score_threshold: float = Field(0.6, ge=0, le=1, description="Detector confidence below which a box is dropped.")
     det_nms_threshold: float = Field(0.4, ge=0, le=1, description="IoU above which overlapping boxes are merged.")
     min_face_size: int = Field(16, ge=0, description="Faces smaller than this (shorter bbox side, px) are dropped.")
-    max_faces: int = Field(0, ge=0, description="Keep at most this many faces (0 = all).")
+    max_faces: int = Field(
+        20, ge=0, description="Keep at most this many faces per image, the largest (0 = all). Bounds the work "
+        "one small image can buy: a tiled photo of 100 faces would otherwise cost 100 embeddings.",
+    )
 
     align_method: Literal["lmeds", "umeyama"] = Field(
         "lmeds", description="Landmark fit for alignment: robust LMEDS (default) or least-squares Umeyama."
@@ -113,6 +117,10 @@ class Settings(BaseSettings):
     api_key_header: str = Field("X-API-Key", description="Header that carries the API key.")
     bootstrap_admin_key: SecretStr | None = Field(None, description="Admin key accepted on first start.")
     rate_limit_per_minute: int = Field(600, ge=0, description="Requests per key per minute (0 = unlimited).")
+    auth_failures_per_minute: int = Field(
+        30, ge=0, description="Failed authentications per client address per minute before it gets 429 "
+        "(0 = unlimited).",
+    )
     max_request_bytes: int = Field(40 * 1024 * 1024, ge=1, description="Whole request body limit.")
     cors_origins: list[str] = Field([], description="Allowed CORS origins; empty = CORS off.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Server log level.")

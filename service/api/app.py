@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
@@ -28,11 +29,17 @@ from service.api import schemas as S
 from service.api.deps import AdminKey, Runner
 from service.api.error_handlers import install_error_handlers
 from service.api.metrics import Metrics
-from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from service.api.middleware import (
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    redact_access_log,
+)
 from service.auth import KeyStore, TokenBucketLimiter, hash_key
 from service.auth.key_store import ApiKeyStore
 from service.config import Settings, get_settings
-from service.errors import FacegateError
+from service.errors import FacegateError, Forbidden
 from service.gallery import Gallery
 from service.pipeline.pipeline import FacePipeline
 
@@ -114,7 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pipeline.close()
             await run_in_threadpool(gallery.close)
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs and /redoc with their scripts from the installed package:
+    # no outside CDN, so the docs work offline and the page loads nothing from third parties.
+    app = FastAPIOffline(
         title="facegate",
         version=__version__,
         description=DESCRIPTION,
@@ -123,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
+    app.state.auth_failures = TokenBucketLimiter(settings.auth_failures_per_minute)
     app.state.metrics = Metrics(app.state)
     app.state.runner = Runner()
 
@@ -135,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["*"], expose_headers=["X-Request-ID"],
         )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
+    redact_access_log()
 
     for r in (routes_faces.router, routes_gallery.router, routes_models.router, routes_keys.router):
         app.include_router(r)
@@ -165,7 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics (admin key)",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-    def metrics(request: Request, _: AdminKey) -> Response:
+    def metrics(request: Request, principal: AdminKey) -> Response:
+        if principal.collections is not None:  # every tenant's gallery sizes are in there
+            raise Forbidden("only an admin key valid for every collection may read /metrics")
         return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/info", tags=["health"], response_model=S.ServiceInfo, summary="Public facts the web page needs")

@@ -21,6 +21,7 @@ envelope so a client's bug report can be matched with the server log.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -75,15 +76,31 @@ def error_response(
     return JSONResponse(envelope(status, code, message, request_id, details), status_code=status, headers=hdrs)
 
 
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    """Details must serialise; anything exotic becomes its repr rather than a 500."""
-    out: dict[str, Any] = {}
-    for k, v in details.items():
-        if isinstance(v, (str, int, float, bool, type(None), list, dict)):
-            out[k] = v
-        else:
-            out[k] = repr(v)
-    return out
+#: An error echoes at most this much of any string it carries (a 5 MB id is not sent back).
+ECHO_LIMIT = 200
+_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)+[\w.@+-]*")  # an absolute file-system path
+_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>")  # "<object X at 0x7f...>"
+
+
+def clean(text: str) -> str:
+    """What a message may say: no server paths, no object reprs, a short prefix of user input."""
+    text = _REPR.sub("<object>", _PATH.sub("<path>", text))
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}… ({len(text)} characters)"
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """Details as safe JSON: strings cleaned, containers bounded, anything exotic a short tag."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, (bool, int, float, type(None))):
+        return value
+    if depth >= 4:
+        return "…"
+    if isinstance(value, dict):
+        return {clean(str(k)): _jsonable(v, depth + 1) for k, v in list(value.items())[:50]}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in list(value)[:50]]
+    return type(value).__name__
 
 
 async def _facegate_error(request: Request, exc: FacegateError) -> JSONResponse:
@@ -94,7 +111,7 @@ async def _facegate_error(request: Request, exc: FacegateError) -> JSONResponse:
         headers["Retry-After"] = str(int(max(1, round(float(retry)))))
     if exc.status >= 500:
         log.warning("request %s failed: %s %s", rid, exc.code, exc.message)
-    return error_response(exc.status, exc.code, exc.message, rid, _jsonable(exc.details), headers)
+    return error_response(exc.status, exc.code, clean(exc.message), rid, _jsonable(exc.details), headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,12 +120,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
         errors.append({"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")})
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     msg = f"invalid request: {'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else "invalid request"
-    return error_response(422, "invalid_request", msg, request_id_of(request), {"errors": errors})
+    return error_response(422, "invalid_request", clean(msg), request_id_of(request), _jsonable({"errors": errors}))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "error" if exc.status_code < 500 else "internal_error")
-    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    detail = clean(exc.detail if isinstance(exc.detail, str) else str(exc.detail))
     return error_response(exc.status_code, code, detail, request_id_of(request), headers=dict(exc.headers or {}))
 
 

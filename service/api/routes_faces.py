@@ -29,9 +29,10 @@ _B64_EXAMPLE = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDAwLDA...(ba
     openapi_extra=image_body_openapi(S.DetectParams, images={"image": "The photo."},
                                      json_example={"image": _B64_EXAMPLE}),
 )
-async def detect(_: VerifyKey, body: ImageBody, pipeline: PipelineDep, run: Run) -> dict:
+async def detect(principal: VerifyKey, body: ImageBody, pipeline: PipelineDep, run: Run) -> dict:
     params = body.parse(S.DetectParams)
-    return out.detection(await run(uc.detect, pipeline, body.one("image"), detector=params.detector))
+    return out.detection(await run(uc.detect, pipeline, body.one("image"), detector=params.detector,
+                                   tenant=principal.key_id))
 
 
 @router.post(
@@ -48,10 +49,10 @@ async def detect(_: VerifyKey, body: ImageBody, pipeline: PipelineDep, run: Run)
         required_images=(),
     ),
 )
-async def embed(_: VerifyKey, body: ImageBody, pipeline: PipelineDep, run: Run) -> dict:
+async def embed(principal: VerifyKey, body: ImageBody, pipeline: PipelineDep, run: Run) -> dict:
     p = body.parse(S.EmbedParams)
     return out.embedding(await run(uc.embed, pipeline, body.all("image"), model=p.model, strict=p.strict,
-                                   largest_only=p.largest_only, aligned=p.aligned))
+                                   largest_only=p.largest_only, aligned=p.aligned, tenant=principal.key_id))
 
 
 @router.post(

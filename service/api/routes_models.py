@@ -9,6 +9,7 @@ from service.api import responses as out
 from service.api import schemas as S
 from service.api.deps import AdminKey, GalleryDep, PipelineDep, ReadKey, Run
 from service.api.security import AuthenticatedRoute
+from service.errors import JobNotFound
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=S.ERROR_RESPONSES, route_class=AuthenticatedRoute)
 
@@ -38,7 +39,8 @@ async def activate_model(collection_id: str, body: S.ActivateModel, principal: A
 @router.get("/jobs/{job_id}", response_model=S.JobOut, summary="Progress of a background job")
 async def get_job(job_id: str, principal: ReadKey, gallery: GalleryDep, run: Run) -> dict:
     job = await run(gallery.get_job, job_id)
-    principal.check_collection(job.collection_id)
+    if not principal.can_access(job.collection_id):  # same answer as a job that does not exist:
+        raise JobNotFound(job_id=job_id)  # job ids cannot be probed across tenants
     return out.job(job)
 
 

@@ -10,11 +10,28 @@ carry ``json_schema_extra`` examples taken from real runs on the shared test pho
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from service.gallery import MAX_EXTERNAL_ID, MAX_NAME, metadata_problem
+
 
 # --- shared pieces ------------------------------------------------------------------------------------
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    problem = metadata_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: Client-chosen values that are stored and returned in every listing: bounded at the door.
+Metadata = Annotated[dict[str, Any], AfterValidator(_metadata),
+                     Field(description="Any JSON object: at most 16 KiB as JSON, nested at most 8 levels.")]
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+ModelName = Annotated[str, Field(max_length=64, description="A registered model's name.")]
+IdRef = Annotated[str, Field(min_length=1, max_length=128)]
+
 _FACE_EXAMPLE = {
     "bbox": [247.56, 97.83, 261.95, 385.42],
     "landmarks": [[315.02, 242.27], [437.94, 250.28], [367.66, 317.15], [312.63, 369.03], [428.4, 375.63]],
@@ -63,7 +80,7 @@ class ImageInfo(BaseModel):
 
 # --- detect / embed -----------------------------------------------------------------------------------
 class DetectParams(Strict):
-    detector: str | None = Field(None, description="Detector model name (default: the configured one).")
+    detector: ModelName | None = Field(None, description="Detector model name (default: the configured one).")
 
 
 class DetectResponse(BaseModel):
@@ -77,7 +94,7 @@ class DetectResponse(BaseModel):
 
 
 class EmbedParams(Strict):
-    model: str | None = Field(None, description="Recognizer model name (default: the configured one).")
+    model: ModelName | None = Field(None, description="Recognizer model name (default: the configured one).")
     largest_only: bool = Field(False, description="Embed only the largest face of each image.")
     strict: bool = Field(False, description="Fail with multiple_faces when an image has more than one face.")
     aligned: bool = Field(False, description=_ALIGNED)
@@ -97,11 +114,11 @@ class EmbedResponse(BaseModel):
 # --- verify -------------------------------------------------------------------------------------------
 class VerifyParams(Strict):
     embedding: list[float] | None = Field(
-        None, description="Compare the image with this embedding instead of image2 (needs its model).")
-    model: str | None = Field(
+        None, max_length=4096, description="Compare the image with this embedding instead of image2 (needs its model).")
+    model: ModelName | None = Field(
         None, description="Recognizer (default: the configured one; with identity_id: the collection's).")
-    identity_id: str | None = Field(None, description="Compare with this enrolled identity instead of image2.")
-    collection_id: str | None = Field(None, description="The identity's collection (required with identity_id).")
+    identity_id: IdRef | None = Field(None, description="Compare with this enrolled identity instead of image2.")
+    collection_id: IdRef | None = Field(None, description="The identity's collection (required with identity_id).")
     threshold: float | None = Field(
         None, ge=-1, le=1, description="Decision threshold; default: the model card's at the configured FAR.")
     strict: bool = Field(False, description="Fail with multiple_faces instead of using the largest face.")
@@ -136,16 +153,16 @@ class VerifyResponse(BaseModel):
 # --- collections / identities / faces -----------------------------------------------------------------
 class CollectionCreate(Strict):
     id: str = Field(..., pattern=r"^[a-z0-9_-]{1,64}$", description="Collection id, e.g. a tenant or site.")
-    name: str = ""
-    model: str | None = Field(None, description="Recognizer for this collection (default: the configured one).")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Name = ""
+    model: ModelName | None = Field(None, description="Recognizer for this collection (default: the configured one).")
+    metadata: Metadata = Field(default_factory=dict)
 
     model_config = ConfigDict(json_schema_extra={"example": {"id": "site-berlin", "name": "Berlin office"}})
 
 
 class CollectionUpdate(Strict):
-    name: str | None = None
-    metadata: dict[str, Any] | None = None
+    name: Name | None = None
+    metadata: Metadata | None = None
 
 
 class CollectionOut(BaseModel):
@@ -163,18 +180,18 @@ class CollectionList(BaseModel):
 
 
 class IdentityCreate(Strict):
-    external_id: str = Field(..., min_length=1, max_length=256, description="Your id for the person; unique.")
-    name: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_id: str = Field(..., min_length=1, max_length=MAX_EXTERNAL_ID, description="Your id for the person; unique.")
+    name: Name = ""
+    metadata: Metadata = Field(default_factory=dict)
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "external_id": "E-1001", "name": "Ada Lovelace", "metadata": {"department": "R&D"}}})
 
 
 class IdentityUpdate(Strict):
-    external_id: str | None = Field(None, min_length=1, max_length=256)
-    name: str | None = None
-    metadata: dict[str, Any] | None = Field(None, description="Replaces the metadata when given.")
+    external_id: str | None = Field(None, min_length=1, max_length=MAX_EXTERNAL_ID)
+    name: Name | None = None
+    metadata: Metadata | None = Field(None, description="Replaces the metadata when given.")
 
 
 class IdentityOut(BaseModel):
@@ -225,7 +242,7 @@ class FaceList(BaseModel):
 
 # --- identify -----------------------------------------------------------------------------------------
 class IdentifyParams(Strict):
-    collection_id: str | None = Field(
+    collection_id: IdRef | None = Field(
         None, description="Search this collection; default: every collection the key may use.")
     top_k: int = Field(5, ge=1, le=100)
     aggregate: Literal["max", "mean"] = Field(
@@ -282,7 +299,7 @@ class ModelList(BaseModel):
 
 
 class ActivateModel(Strict):
-    model: str = Field(..., description="Recognizer to make active for the collection.")
+    model: ModelName = Field(..., description="Recognizer to make active for the collection.")
 
     model_config = ConfigDict(json_schema_extra={"example": {"model": "sface-2021dec-int8bq"}})
 
@@ -302,9 +319,11 @@ class JobOut(BaseModel):
 
 
 class KeyCreate(Strict):
-    name: str = Field(..., min_length=1, max_length=256)
-    scopes: list[str] = Field(..., min_length=1, description="admin, enroll, verify, identify, read")
-    collections: list[str] | None = Field(None, description="Restrict to these collections (default: all).")
+    name: str = Field(..., min_length=1, max_length=MAX_NAME)
+    scopes: list[str] = Field(..., min_length=1, max_length=5, description="admin, enroll, verify, identify, read")
+    collections: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, min_length=1, max_length=1000,
+        description="Restrict to these collections (omit for all; an empty list is refused).")
 
 
 class KeyOut(BaseModel):

@@ -30,10 +30,18 @@ async def authenticate(request: Request) -> Principal:
     if not settings.auth_enabled:
         principal = ANONYMOUS
     else:
-        presented = request.headers.get(settings.api_key_header)
-        if not presented:
-            raise Unauthorized(f"missing API key (send it in the {settings.api_key_header} header)")
-        principal = await run_in_threadpool(state.keys.verify, presented.strip())
+        client = "ip:" + (request.client.host if request.client else "-")
+        wait = state.auth_failures.peek(client)
+        if wait is not None:  # guessing keys from one address is throttled before any lookup
+            raise RateLimited("too many failed authentications from this address", retry_after=round(wait, 3))
+        try:
+            presented = request.headers.get(settings.api_key_header)
+            if not presented:
+                raise Unauthorized(f"missing API key (send it in the {settings.api_key_header} header)")
+            principal = await run_in_threadpool(state.keys.verify, presented.strip())
+        except Unauthorized:
+            state.auth_failures.take(client)
+            raise
     request.state.principal = principal
     return principal
 

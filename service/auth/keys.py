@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from service.auth.key_store import ApiKey, ApiKeyStore
 from service.auth.principal import Principal, check_scopes
-from service.errors import Unauthorized
+from service.errors import InvalidRequest, Unauthorized
 
 log = logging.getLogger("facegate.auth")
 
@@ -63,8 +63,11 @@ class KeyStore:
     def create(self, name: str, scopes: Sequence[str], collections: Sequence[str] | None = None) -> tuple[ApiKey, str]:
         """Create a key; returns (record, secret). The secret is shown only here."""
         scopes = check_scopes(scopes)
+        if collections is not None and not list(collections):
+            # [] must not become "every collection": a restriction to nothing is a mistake
+            raise InvalidRequest("collections must name at least one collection (omit it for all collections)")
         secret, prefix, digest = generate_key()
-        rec = self.store.create(name, prefix, digest, scopes, list(collections) if collections else None)
+        rec = self.store.create(name, prefix, digest, scopes, list(collections) if collections is not None else None)
         return rec, secret
 
     def revoke(self, key_id: str) -> ApiKey:

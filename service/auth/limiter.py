@@ -23,6 +23,16 @@ class TokenBucketLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, key: str) -> float | None:
+        """Like :meth:`take` without spending: None if a request would pass, else the wait."""
+        if self.capacity <= 0:
+            return None
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, key: str) -> float | None:
         """Spend one token; None if allowed, else seconds until the next token."""
         if self.capacity <= 0:

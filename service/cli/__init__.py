@@ -26,8 +26,11 @@ def serve(
     workers: int | None = typer.Option(None, help="Worker processes (default FACEGATE_WORKERS, 1)."),
 ) -> None:
     """Run the REST API with uvicorn."""
+    import os
+
     import uvicorn
 
+    os.umask(0o077)  # everything the service writes (database, snapshots, keys) is private to it
     s = Settings()
     uvicorn.run(
         "service.api.app:create_app",

@@ -6,6 +6,7 @@ and vector indexes per (collection, model) derived from it. Use cases talk to
 from service.gallery.crops import decode_crop, encode_crop
 from service.gallery.gallery import Gallery
 from service.gallery.jobs import EmbedFn
+from service.gallery.limits import MAX_EXTERNAL_ID, MAX_NAME, metadata_problem
 from service.gallery.records import (
     Collection,
     EnrollFace,
@@ -19,6 +20,8 @@ from service.gallery.records import (
 from service.gallery.vectors import normalise
 
 __all__ = [
+    "MAX_EXTERNAL_ID",
+    "MAX_NAME",
     "Collection",
     "EmbedFn",
     "EnrollFace",
@@ -31,5 +34,6 @@ __all__ = [
     "Page",
     "decode_crop",
     "encode_crop",
+    "metadata_problem",
     "normalise",
 ]

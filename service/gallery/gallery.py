@@ -35,7 +35,16 @@ from service.gallery.faces import FaceStore
 from service.gallery.faiss_index import FaissIndex, IndexParams
 from service.gallery.indexes import IndexCache
 from service.gallery.jobs import EmbedFn, ReembedJobs
-from service.gallery.records import Collection, EnrollFace, FaceHit, FaceRecord, GallerySize, Identity, Job, Page
+from service.gallery.records import (
+    Collection,
+    EnrollFace,
+    FaceHit,
+    FaceRecord,
+    GallerySize,
+    Identity,
+    Job,
+    Page,
+)
 from service.gallery.store import GalleryStore
 from service.gallery.vectors import normalise
 from service.storage import Database

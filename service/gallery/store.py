@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from service.errors import CollectionNotFound, Conflict, IdentityNotFound, InvalidRequest
 from service.gallery.changes import Change, ChangeLog
+from service.gallery.limits import MAX_EXTERNAL_ID, check_metadata, check_name, readable_metadata
 from service.gallery.records import Collection, Identity, Page
 from service.gallery.vectors import chunks
 from service.storage import Database
@@ -34,7 +35,6 @@ from service.storage.schema import (
 )
 
 COLLECTION_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-MAX_EXTERNAL_ID = 256
 
 
 def aware(dt: datetime | None) -> datetime | None:
@@ -79,13 +79,13 @@ def check_external_id(external_id: str) -> None:
 
 
 def collection_record(r: CollectionRow, n_id: int | None = None, n_f: int | None = None) -> Collection:
-    return Collection(id=r.id, name=r.name, model=r.model, metadata=dict(r.meta or {}),
+    return Collection(id=r.id, name=r.name, model=r.model, metadata=readable_metadata(r.meta),
                       created_at=aware(r.created_at), identities=n_id, faces=n_f)  # type: ignore[arg-type]
 
 
 def identity_record(r: IdentityRow, faces: int | None = None) -> Identity:
     return Identity(id=r.id, collection_id=r.collection_id, external_id=r.external_id, name=r.name,
-                    metadata=dict(r.meta or {}), created_at=aware(r.created_at),  # type: ignore[arg-type]
+                    metadata=readable_metadata(r.meta), created_at=aware(r.created_at),  # type: ignore[arg-type]
                     updated_at=aware(r.updated_at), faces=faces)  # type: ignore[arg-type]
 
 
@@ -103,6 +103,8 @@ class GalleryStore:
         the collection accepts until a switch. Conflict if the id exists."""
         if not isinstance(collection_id, str) or not COLLECTION_ID_RE.match(collection_id):
             raise InvalidRequest("collection id must match [a-z0-9_-]{1,64}", collection_id=str(collection_id))
+        check_name(name)
+        check_metadata(dict(metadata or {}))
         with self.db.tx(write=True) as s:
             if s.get(CollectionRow, collection_id) is not None:
                 raise Conflict("collection already exists", collection_id=collection_id)
@@ -131,6 +133,10 @@ class GalleryStore:
         self, collection_id: str, *, name: str | None = None, metadata: Mapping[str, Any] | None = None
     ) -> Collection:
         """Change the display name and/or replace the metadata (the model changes only by a switch)."""
+        if name is not None:
+            check_name(name)
+        if metadata is not None:
+            check_metadata(dict(metadata))
         with self.db.tx(write=True) as s:
             row = require_collection(s, collection_id)
             if name is not None:
@@ -165,6 +171,8 @@ class GalleryStore:
     ) -> Identity:
         """Create a person. ``external_id`` (any unicode, 1-256 chars) is unique per collection."""
         check_external_id(external_id)
+        check_name(name)
+        check_metadata(dict(metadata or {}))
         now = utcnow()
         with self.db.tx(write=True) as s:
             require_collection(s, collection_id)
@@ -222,6 +230,10 @@ class GalleryStore:
         """Change external id, name and/or replace metadata (None = leave as is)."""
         if external_id is not None:
             check_external_id(external_id)
+        if name is not None:
+            check_name(name)
+        if metadata is not None:
+            check_metadata(dict(metadata))
         with self.db.tx(write=True) as s:
             row = identity_row(s, collection_id, identity_id)
             if external_id is not None and external_id != row.external_id:

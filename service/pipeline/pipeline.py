@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from service.pipeline.align import align_face
 from service.pipeline.decode import DecodedImage, decode_image
 from service.pipeline.detect import Detector, detect_faces, load_detector
 from service.pipeline.faces import DetectedFace
+from service.pipeline.fair_pool import FairPool
 from service.pipeline.prepare import ImageInput, Prepared, prepare
 from service.pipeline.quality import assess
 
@@ -39,7 +40,7 @@ class FacePipeline:
         self._detectors: dict[str, Detector] = {}
         self._embedders: dict[str, OnnxEmbedder] = {}
         self._batchers: dict[str, MicroBatcher] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: FairPool | None = None
         #: Called with each micro-batch size (the API hangs its Prometheus histogram here).
         self.on_batch: Callable[[str, int], None] | None = None
 
@@ -112,7 +113,7 @@ class FacePipeline:
             self._batchers.clear()
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
 
     # --- steps --------------------------------------------------------------------------
     def decode(self, data: bytes) -> DecodedImage:
@@ -159,20 +160,21 @@ class FacePipeline:
         """Decode, detect, choose, gate and align one image (see :mod:`service.pipeline.prepare`)."""
         return prepare(self, img if isinstance(img, ImageInput) else ImageInput(img), **kw)
 
-    def prepare_many(self, images: Sequence[ImageInput], **kw) -> list[Prepared]:
-        """:meth:`prepare` for several images side by side on the pipeline's bounded pool (at
-        most ``decode_threads`` images decode at once in this process, whatever the number
-        of requests). The first error, in image order, is raised."""
-        futures: list[Future] = [self._executor().submit(self.prepare, img, **kw) for img in images]
+    def prepare_many(self, images: Sequence[ImageInput], *, tenant: str = "local", **kw) -> list[Prepared]:
+        """:meth:`prepare` for several images side by side on the pipeline's bounded, fair pool:
+        at most ``decode_threads`` images decode at once in this process whatever the number of
+        requests, and one ``tenant`` (an API key) holds at most half of them, so a flood from
+        one client cannot starve the others. The first error, in image order, is raised."""
+        futures: list[Future] = [self._executor().submit(tenant, self.prepare, img, **kw) for img in images]
         try:
             return [f.result() for f in futures]
         finally:
             for f in futures:
                 f.cancel()
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> FairPool:
         with self._lock:
             if self._pool is None:
-                n = self.settings.decode_threads or os.cpu_count() or 2
-                self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="facegate-decode")
+                n = self.settings.decode_threads or 2 * (os.cpu_count() or 1)
+                self._pool = FairPool(n, per_tenant=max(1, n // 2), name="facegate-decode")
             return self._pool

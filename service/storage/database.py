@@ -15,7 +15,14 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from service.storage.engine import WRITE_OPTION, erase_deleted, make_engine, mapped_errors, migrate
+from service.storage.engine import (
+    WRITE_OPTION,
+    erase_deleted,
+    make_engine,
+    mapped_errors,
+    migrate,
+    private_dir,
+)
 
 
 class Database:
@@ -32,6 +39,8 @@ class Database:
         if self._engine is not None:
             return self
         with mapped_errors():
+            if getattr(self.settings, "data_dir", None) is not None:
+                private_dir(self.settings.data_dir)  # database, snapshots, the first key: owner-only
             engine = self._engine_arg or make_engine(
                 self.settings.resolved_database_url,
                 sqlite_busy_timeout_ms=self.settings.sqlite_busy_timeout_ms,

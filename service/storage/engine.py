@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def make_engine(
     if u.get_backend_name() == "sqlite":
         db = u.database
         if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(db).expanduser())
         engine = sa.create_engine(
             u,
             connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
@@ -72,6 +73,25 @@ def make_engine(
         _install_sqlite_events(engine, sqlite_busy_timeout_ms, sqlite_synchronous.upper())
         return engine
     return sa.create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def private_dir(path: Path) -> Path:
+    """Create (or tighten) a directory that holds biometric data: owner-only, 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Make the SQLite database (crops, embeddings) owner-only before SQLite opens it:
+    SQLite creates its -wal and -shm files with the database file's permissions."""
+    if not path.parent.exists():
+        private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists() and (p.stat().st_mode & 0o077):
+            os.chmod(p, 0o600)
 
 
 def _install_sqlite_events(engine: Engine, busy_timeout_ms: int, synchronous: str) -> None:

@@ -6,6 +6,8 @@ from typing import Protocol
 
 
 class Access(Protocol):
+    key_id: str  # who is asking: also the tenant whose share of the decode pool this work takes
+
     def can_access(self, collection_id: str) -> bool: ...
 
     def check_collection(self, collection_id: str) -> None:
@@ -14,6 +16,8 @@ class Access(Protocol):
 
 class FullAccess:
     """In-process callers (the CLI, benchmarks): every collection."""
+
+    key_id = "local"
 
     def can_access(self, collection_id: str) -> bool:
         return True

@@ -40,7 +40,7 @@ def enroll(
     # Fail fast (before the CPU work) on an unknown collection or identity.
     gallery.get_identity(collection_id, identity_id)
     model = gallery.get_collection(collection_id).model
-    prepared = pipeline.prepare_many(images, recognizers=(model,), choose="largest" if largest_only else "strict",
+    prepared = pipeline.prepare_many(images, tenant=access.key_id, recognizers=(model,), choose="largest" if largest_only else "strict",
                                      gate=QualityGate.for_enrollment(pipeline.settings))
     embs = pipeline.embed([p.crops[model][0] for p in prepared], model)
     faces = [

@@ -42,16 +42,16 @@ class Embedding:
     images: int
 
 
-def detect(pipeline: FacePipeline, image: ImageInput, *, detector: str | None = None) -> Detection:
+def detect(pipeline: FacePipeline, image: ImageInput, *, detector: str | None = None, tenant: str = "local") -> Detection:
     """Every face of the photo, largest first, with landmarks, score and quality."""
     det = pipeline.detector_name(detector)
-    p = pipeline.prepare(image, detector=det, need_face=False)
+    [p] = pipeline.prepare_many([image], tenant=tenant, detector=det, need_face=False)
     return Detection(p.faces, det, p.info)
 
 
 def embed(
     pipeline: FacePipeline, images: Sequence[ImageInput], *, model: str | None = None, strict: bool = False,
-    largest_only: bool = False, aligned: bool = False,
+    largest_only: bool = False, aligned: bool = False, tenant: str = "local",
 ) -> Embedding:
     """Embeddings of the chosen faces of one or more photos (a photo without a face fails the call)."""
     model = pipeline.recognizer(model)
@@ -59,7 +59,7 @@ def embed(
         raise InvalidRequest("the request has no image (send 'image', repeated for a batch, or 'images')")
     if len(images) > MAX_BATCH_IMAGES:
         raise InvalidRequest(f"at most {MAX_BATCH_IMAGES} images per call", count=len(images))
-    prepared = pipeline.prepare_many(images, recognizers=(model,), choose=face_choice(strict=strict,
+    prepared = pipeline.prepare_many(images, tenant=tenant, recognizers=(model,), choose=face_choice(strict=strict,
                                      largest_only=largest_only), aligned=aligned)
     embs = pipeline.embed([c for p in prepared for c in p.crops[model]], model)
     out, k = [], 0

@@ -75,7 +75,8 @@ def identify(
     else:
         colls = [c for c in gallery.list_collections(counts=False) if access.can_access(c.id)]
     models = tuple(sorted({c.model for c in colls})) or (pipeline.settings.recognizer,)
-    p = pipeline.prepare(image, recognizers=models, choose=face_choice(strict=False, largest_only=largest_only))
+    [p] = pipeline.prepare_many([image], tenant=access.key_id, recognizers=models,
+                                choose=face_choice(strict=False, largest_only=largest_only))
     embs = {m: pipeline.embed(p.crops[m], m) for m in models}
 
     searched: list[Searched] = []

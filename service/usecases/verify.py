@@ -68,7 +68,8 @@ def verify(
         if not collection_id:
             raise InvalidRequest("identity_id needs its collection_id")
         access.check_collection(collection_id)
-        assert gallery is not None, "verification against an identity needs the gallery"
+        if gallery is None:
+            raise InvalidRequest("verification against an identity needs a gallery")
         coll = gallery.get_collection(collection_id)
         if model and model != coll.model:
             raise ModelMismatch("the collection's faces are embedded with another model",
@@ -85,11 +86,11 @@ def verify(
 
     kw = {"recognizers": (model,), "choose": face_choice(strict=strict, largest_only=True), "aligned": aligned}
     if image2 is not None:
-        pa, pb = pipeline.prepare_many([image, image2], **kw)
+        pa, pb = pipeline.prepare_many([image, image2], tenant=access.key_id, **kw)
         embs = pipeline.embed(pa.crops[model] + pb.crops[model], model)
         e1, ref = embs[0], embs[1:2]
     else:
-        pa, pb = pipeline.prepare(image, **kw), None
+        [pa], pb = pipeline.prepare_many([image], tenant=access.key_id, **kw), None
         e1 = pipeline.embed(pa.crops[model], model)[0]
     similarity = float(np.max(ref @ e1))
     thr = decision_threshold(pipeline.registry, pipeline.settings, model, threshold)
@@ -109,7 +110,7 @@ def reference_embedding(pipeline: FacePipeline, model: str, embedding: list[floa
     if vec.ndim != 1 or vec.shape[0] != dim:
         raise ModelMismatch(f"the embedding has {vec.shape[0] if vec.ndim else 0} values; {model} makes {dim}",
                             model=model, expected_dim=dim, got_dim=int(vec.shape[0]) if vec.ndim else 0)
-    norm = float(np.linalg.norm(vec))
-    if not np.isfinite(vec).all() or norm < 1e-12:
-        raise InvalidRequest("the embedding must be finite and non-zero")
+    norm = float(np.linalg.norm(vec))  # float32: a norm that overflows is inf, not a huge number
+    if not np.isfinite(vec).all() or not np.isfinite(norm) or norm < 1e-12:
+        raise InvalidRequest("the embedding must be finite, non-zero, and its norm must fit in float32")
     return (vec / norm)[None, :]

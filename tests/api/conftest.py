@@ -64,6 +64,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         bootstrap_admin_key=ADMIN_KEY,
         index_use_gpu=False,
         rate_limit_per_minute=0,
+        auth_failures_per_minute=0,  # tests send many keyless requests; the limit has its own test
         sqlite_busy_timeout_ms=20_000,
     )
     kw.update(overrides)
