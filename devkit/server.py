@@ -32,7 +32,23 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir / f"server-{self.port}.log"
 
-    def start(self, timeout: float = 90.0) -> Server:
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> Server:
+        """Start and wait for /readyz. The port was free when chosen; if another process took it
+        meanwhile (our log says so), start again on a new port rather than talk to a stranger."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running (``with Server(...).start() as s`` starts once)
+        for attempt in range(attempts):
+            self._start_once(timeout)
+            if b"Address already in use" not in self.log.read_bytes() and self.proc.poll() is None:
+                return self
+            self.stop()
+            if attempt < attempts - 1:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.log = self.data_dir / f"server-{self.port}.log"
+        raise RuntimeError(f"could not bind a free port in {attempts} attempts")
+
+    def _start_once(self, timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         script = Path(sys.executable).parent / "facegate"  # the installed console script
         launcher = [str(script)] if script.exists() else [sys.executable, "-c", "from service.cli import main; main()"]
@@ -45,7 +61,7 @@ class Server:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)

@@ -38,6 +38,7 @@ from service.api.middleware import (
 )
 from service.auth import KeyStore, TokenBucketLimiter, hash_key
 from service.auth.key_store import ApiKeyStore
+from service.auth.shared_limiter import SharedLimiter
 from service.config import Settings, get_settings
 from service.errors import FacegateError, Forbidden
 from service.gallery import Gallery
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gallery = gallery
         boot = settings.bootstrap_admin_key.get_secret_value() if settings.bootstrap_admin_key else None
         app.state.keys = KeyStore(ApiKeyStore(gallery.db), hash_key(boot) if boot else None)
+        app.state.limiter = SharedLimiter(gallery.db, settings.rate_limit_per_minute).start()
         if boot and settings.auth_enabled:
             log.warning("the bootstrap admin key (FACEGATE_BOOTSTRAP_ADMIN_KEY) is accepted; create real keys "
                         "with `facegate keys create` and remove it")
@@ -119,7 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             pipeline.close()
+            await run_in_threadpool(app.state.limiter.close)
             await run_in_threadpool(gallery.close)
+            app.state.metrics.process_exit()
 
     # FastAPIOffline serves /docs and /redoc with their scripts from the installed package:
     # no outside CDN, so the docs work offline and the page loads nothing from third parties.
@@ -131,7 +135,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={},
     )
     app.state.settings = settings
-    app.state.limiter = TokenBucketLimiter(settings.rate_limit_per_minute)
     app.state.auth_failures = TokenBucketLimiter(settings.auth_failures_per_minute)
     app.state.metrics = Metrics(app.state)
     app.state.runner = Runner()

@@ -2,8 +2,9 @@
 
 A registry per app rather than the global default: tests build several apps in one
 process and the default registry refuses duplicate metric names. With several uvicorn
-workers each process serves its own numbers (scrape them per process, or run one worker
-per container, which is how the compose file runs it).
+workers (``facegate serve --workers N``) prometheus-client's multiprocess mode is on
+(``PROMETHEUS_MULTIPROC_DIR``, set by the serve command): every worker writes its counts
+to shared files and ``/metrics``, whichever worker answers, reports the sum.
 
 Route labels use the route's path template (``/v1/collections/{collection_id}``), never
 the raw path, so ids cannot blow up label cardinality; unmatched paths count as
@@ -13,9 +14,10 @@ the raw path, so ids cannot blow up label cardinality; unmatched paths count as
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("facegate.metrics")
@@ -77,8 +79,10 @@ class Metrics:
             "facegate_embed_batch_size", "Crops per recognizer micro-batch.", ["model"],
             buckets=BATCH_BUCKETS, registry=r,
         )
-        self.in_flight = Gauge("facegate_http_requests_in_flight", "Requests being served.", registry=r)
-        r.register(_GalleryCollector(app_state))
+        self.in_flight = Gauge("facegate_http_requests_in_flight", "Requests being served.", registry=r,
+                               multiprocess_mode="livesum")
+        self.gallery = _GalleryCollector(app_state)
+        r.register(self.gallery)
 
     def on_batch(self, model: str, size: int) -> None:
         """Hooked to ``FacePipeline.on_batch``: every recognizer run, with its batch size."""
@@ -86,4 +90,15 @@ class Metrics:
         self.faces_embedded.labels(model).inc(size)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()  # every worker's counters, summed, plus the gallery's gauges
+        multiprocess.MultiProcessCollector(merged)
+        merged.register(self.gallery)
+        return generate_latest(merged)
+
+    @staticmethod
+    def process_exit() -> None:
+        """Tell the multiprocess files this worker is gone (its live gauges stop counting)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())

@@ -33,8 +33,8 @@ log = logging.getLogger("facegate.auth")
 KEY_RE = re.compile(r"^fg_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 #: How long a verified key is trusted without asking the database again. A revoke made
 #: through this process takes effect at once (the cache entry is dropped); one made by
-#: another process or replica takes effect within this many seconds.
-KEY_CACHE_TTL_S = 5.0
+#: another worker or replica within this many seconds (one key lookup per key and second).
+KEY_CACHE_TTL_S = 1.0
 #: ``last_used_at`` is written at most this often per key and process.
 TOUCH_INTERVAL_S = 60.0
 

@@ -8,12 +8,9 @@ from collections.abc import Callable
 
 
 class TokenBucketLimiter:
-    """Per-key token buckets, in process memory.
-
-    Each key may burst up to ``per_minute`` requests and refills at ``per_minute / 60``
-    per second. The buckets live in this process only: with several workers or
-    replicas each enforces the limit separately (so the effective limit is N times
-    higher); a shared limiter (Redis, the database) would be needed to make it global.
+    """Token buckets in process memory: a burst of ``per_minute``, refilled at ``per_minute / 60``
+    per second. Used where a per-process limit is the point (failed authentications per
+    client address); per-key request limits are shared by all processes (``shared_limiter.py``).
     """
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:

@@ -32,12 +32,20 @@ def serve(
 
     os.umask(0o077)  # everything the service writes (database, snapshots, keys) is private to it
     s = Settings()
+    n_workers = workers or s.workers
+    if n_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics must count every worker's requests, whichever worker answers the scrape
+        metrics_dir = s.data_dir / "prometheus"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):  # counts of a previous run
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
         host=host or s.host,
         port=port or s.port,
-        workers=workers or s.workers,
+        workers=n_workers,
         log_level=s.log_level,
     )
 

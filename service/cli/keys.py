@@ -3,7 +3,7 @@
 Works without a running server (it opens ``FACEGATE_DATABASE_URL`` / ``FACEGATE_DATA_DIR``
 itself), which is how the first real admin key is made. The secret is printed once;
 only its hash is stored. A running server sees a new key at once and a revoke within
-a few seconds (its verified-key cache, see ``service.auth.keys.KEY_CACHE_TTL_S``).
+a second (its verified-key cache, see ``service.auth.keys.KEY_CACHE_TTL_S``).
 """
 
 from __future__ import annotations

@@ -122,6 +122,16 @@ class IndexLogRow(Base):
     op: Mapped[str] = mapped_column(String(1))
 
 
+class RateWindowRow(Base):
+    """Requests counted for one rate-limit bucket (an API key) in one minute, all processes together."""
+
+    __tablename__ = "rate_windows"
+
+    bucket: Mapped[str] = mapped_column(String(128), primary_key=True)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # minutes since the epoch
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
     __table_args__ = (Index("ix_api_keys_prefix", "prefix"),)
