@@ -173,7 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(request.app.state.gallery.list_collections, counts=False)
             checks["database"] = {"ok": True}
         except Exception as e:  # noqa: BLE001 - readiness reports, it does not raise
-            checks["database"] = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
+            # public route: the kind of failure only (the driver's message is in the server log)
+            log.warning("readiness: database check failed: %s", e)
+            checks["database"] = {"ok": False, "error": type(e).__name__}
             ok = False
         return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
                             status_code=200 if ok else 503)

@@ -415,6 +415,29 @@ def request_cases(faces_dir: Path) -> list[Case]:
         "collection_not_found", json={"external_id": "m"})
     add("patch_identity_unknown_field", "PATCH", "/v1/collections/{cid}/identities/{iid}", 422, "invalid_request",
         json={"collection_id": "other"})
+    # stored values that would break later reads, and values too large to store or echo
+    deep: dict = {"leaf": 1}
+    for _ in range(300):
+        deep = {"k": deep}
+    add("create_identity_metadata_deep_300", "POST", "/v1/collections/{cid}/identities", 422, "invalid_request",
+        json={"external_id": "deep", "metadata": deep})
+    add("patch_identity_metadata_deep_300", "PATCH", "/v1/collections/{cid}/identities/{iid}", 422,
+        "invalid_request", json={"metadata": deep})
+    add("create_collection_metadata_deep_300", "POST", "/v1/collections", 422, "invalid_request",
+        json={"id": "deepmeta", "metadata": deep})
+    add("patch_collection_metadata_20k", "PATCH", "/v1/collections/{cid}", 422, "invalid_request",
+        json={"metadata": {"blob": "x" * 20_000}})
+    add("create_identity_name_1mb", "POST", "/v1/collections/{cid}/identities", 422, "invalid_request",
+        json={"external_id": "bigname", "name": "n" * 1_000_000})
+    add("create_collection_name_300", "POST", "/v1/collections", 422, "invalid_request",
+        json={"id": "longname", "name": "n" * 300})
+    add("create_key_empty_collections", "POST", "/v1/keys", 422, "invalid_request",
+        json={"name": "k", "scopes": ["read"], "collections": []})
+    add("identify_collection_id_100k", "POST", "/v1/identify", 422, "invalid_request", files=[jpg],
+        data={"collection_id": "c" * 100_000})
+    add("embed_model_name_10k", "POST", "/v1/embed", 422, "invalid_request", files=[jpg], data={"model": "m" * 10_000})
+    add("verify_embedding_norm_overflows", "POST", "/v1/verify", 422, "invalid_request",
+        json={"image": b64, "embedding": [3e38] * 128})
     add("create_key_bad_scope", "POST", "/v1/keys", 422, "invalid_request", json={"name": "k", "scopes": ["root"]})
     add("revoke_unknown_key", "DELETE", "/v1/keys/nokey", 404, "not_found")
     add("unknown_route", "GET", "/v1/nothing-here", 404, "not_found")
