@@ -146,7 +146,7 @@ def test_reduced_jpeg_decode_keeps_original_coordinates() -> None:
     ok, enc = cv2.imencode(".jpg", big)
     d = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=1536)
     assert d.pixels.shape == (1500, 2000, 3) and d.scale == 2.0 and d.original_size == (4000, 3000)
-    full = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=0)
+    full = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=0, max_side=0)
     assert full.pixels.shape == (3000, 4000, 3) and full.scale == 1.0
 
 
