@@ -1,10 +1,11 @@
 """Image bytes -> BGR uint8 pixels, refusing bad input with typed errors.
 
 Order matters for safety: size in bytes, then the format sniffed from magic bytes
-(never the file name or the client's content type), then the pixel count read from
-the header by Pillow (which parses headers lazily) *before* any full decode, so a
-decompression bomb is refused without allocating its pixels; for JPEGs, the scan
-structure (service/pipeline/jpeg_scan.py) before libjpeg spends CPU on it.
+(never the file name or the client's content type), then a walk over the container
+(service/pipeline/prescan.py: the JPEG scan limits, and caps on the chunks or segments
+that Pillow's header parsers, written in Python, would loop over), then the pixel count
+read from the header by Pillow (which parses headers lazily) *before* any full decode,
+so a decompression bomb is refused without allocating its pixels.
 
 Memory stays proportional to what the pipeline needs: images are reduced to at most
 ``max_side`` pixels on their longest side while they are decoded (libjpeg's reduced
@@ -32,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from service.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
-from service.pipeline.jpeg_scan import check_jpeg
+from service.pipeline.prescan import check_gif, check_jpeg, check_png
 
 #: Alpha is composited onto white (``_composite``): transparent cut-outs of faces are usually
 #: product-style images on white, and white gives the detector the most contrast.
@@ -138,7 +139,7 @@ def decode_image(
     ``min_side_after_reduce``: for large JPEGs, let libjpeg decode at 1/2, 1/4 or 1/8
     scale while the longest side stays at least this long (0 disables). Detection runs
     on a downscaled copy anyway, and a reduced decode of a 12 MP phone photo is about
-    a third faster. ``jpeg_max_scans`` / ``jpeg_max_passes``: see service/pipeline/jpeg_scan.py.
+    a third faster. ``jpeg_max_scans`` / ``jpeg_max_passes``: see service/pipeline/prescan.py.
     """
     if not data:
         raise EmptyImage("the image is empty (0 bytes)")
@@ -147,6 +148,12 @@ def decode_image(
     fmt = sniff_format(data)
     if fmt is None:
         raise NotAnImage("the bytes are not a JPEG, PNG, WebP, BMP, GIF or TIFF image")
+    if fmt == "jpeg":  # before Pillow's header parser, which loops over every marker segment
+        check_jpeg(data, max_scans=jpeg_max_scans, max_passes=jpeg_max_passes)
+    elif fmt == "png":
+        check_png(data)
+    elif fmt == "gif":
+        check_gif(data)
     with _open(data) as im:
         w, h = im.size
         if w <= 0 or h <= 0:
@@ -156,8 +163,6 @@ def decode_image(
                 f"the image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}",
                 limit=max_pixels, width=w, height=h,
             )
-        if fmt == "jpeg":
-            check_jpeg(data, max_scans=jpeg_max_scans, max_passes=jpeg_max_passes)
         if fmt in ("jpeg", "webp"):
             img, full, covered, orientation = _decode_cv2(data, fmt, im, max_side, min_side_after_reduce)
         else:

@@ -1,14 +1,13 @@
-"""Walk a JPEG's marker segments before libjpeg decodes it, to bound the work the decode costs.
+"""Walk an image's container before any decoder touches it, to bound what parsing and decoding cost.
 
-Why: libjpeg decodes each scan of a progressive JPEG over every 8x8 block of the components in
-that scan, whatever the scan holds. A refinement scan of a 40 MP image is ~80 bytes of end-of-band
-runs and costs 10-40 ms of CPU, so a valid file that repeats such scans costs minutes within the
-byte limit. libjpeg-turbo's answer is a scan limit (djpeg -maxscans, TurboJPEG's
-TJPARAM_SCANLIMIT); OpenCV and Pillow do not expose it, so the scans are counted here, by walking
-the segments the way libjpeg reads them: length-prefixed segments, and after each start-of-scan
-the entropy-coded data up to the next marker that is not byte stuffing (FF00) or a restart (RSTn).
-
-Two bounds, both cheap to check before decoding:
+JPEG. libjpeg decodes each scan of a progressive JPEG over every 8x8 block of the components
+in that scan, whatever the scan holds. A refinement scan of a 40 MP image is ~80 bytes of
+end-of-band runs and costs 10-40 ms of CPU, so a valid file that repeats such scans costs
+minutes within the byte limit. libjpeg-turbo's answer is a scan limit (djpeg -maxscans,
+TurboJPEG's TJPARAM_SCANLIMIT); OpenCV and Pillow do not expose it, so the scans are counted
+here, by walking the segments the way libjpeg reads them: length-prefixed segments, and after
+each start-of-scan the entropy-coded data up to the next marker that is not byte stuffing
+(FF00) or a restart (RSTn). Two bounds, both cheap to check before decoding:
 
 * ``max_scans``: libjpeg's default progression has 10 scans for colour and 6 for greyscale, and
   encoders that search for a better progression (mozjpeg) stay around 10-20; per-scan overheads
@@ -17,6 +16,12 @@ Two bounds, both cheap to check before decoding:
   decoder reads each block on average. A baseline JPEG reads each block once, libjpeg's default
   progression about 5-6 times. It is the CPU cost of the scans in units of the image's size, so
   it bounds large images, where 64 refinement scans of a 40 MP image would still cost seconds.
+
+PNG, GIF (and JPEG again). Pillow reads headers in Python, one loop step per chunk, block or
+marker segment, before it knows the image size: 15 MB of empty PNG chunks, GIF comment
+extensions or JPEG COM segments cost it 1.5-3 s per image. Real files have tens of them (a PNG
+split into 8 KB IDAT chunks: about 2,000 at the byte limit), so their number is capped here,
+by a walk that stops at the cap.
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from service.errors import CorruptImage
 #: Far above any real JPEG (APPn, DQT, DHT per scan, SOF, SOS...: tens; an ICC profile split
 #: into 64 KB APP2 chunks: a few hundred at the byte limit), far below a file of tiny segments.
 MAX_SEGMENTS = 2048
+#: PNG chunks in the whole file: libpng writes 8 KB IDAT chunks, about 1,900 at 15 MB.
+MAX_PNG_CHUNKS = 8192
+#: GIF extension blocks before the first image, and data sub-blocks within them.
+MAX_GIF_EXTENSIONS = 1024
+MAX_GIF_SUBBLOCKS = 100_000
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
@@ -177,3 +187,37 @@ def check_jpeg(data: bytes, *, max_scans: int, max_passes: float) -> JpegScans:
             limit=max_passes,
         )
     return JpegScans(scans=scans, passes=passes, segments=segments, progressive=progressive)
+
+
+def check_png(data: bytes) -> None:
+    """Refuse a PNG with more than MAX_PNG_CHUNKS chunks (stops counting there); damage is left to the decoder."""
+    pos, n, size = 8, 0, len(data)
+    while pos + 8 <= size:
+        n += 1
+        if n > MAX_PNG_CHUNKS:
+            raise CorruptImage(f"the PNG has more than {MAX_PNG_CHUNKS} chunks", limit=MAX_PNG_CHUNKS)
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+
+
+def check_gif(data: bytes) -> None:
+    """Refuse a GIF with more extension blocks (or their sub-blocks) before its first image than the caps."""
+    size = len(data)
+    if size < 13:
+        return
+    pos = 13 + ((3 << ((data[10] & 7) + 1)) if data[10] & 0x80 else 0)  # after the global colour table
+    extensions = subblocks = 0
+    while pos < size and data[pos] == 0x21:  # extension introducer; 0x2C image, 0x3B trailer end the walk
+        extensions += 1
+        if extensions > MAX_GIF_EXTENSIONS:
+            raise CorruptImage(f"the GIF has more than {MAX_GIF_EXTENSIONS} extension blocks before its image",
+                               limit=MAX_GIF_EXTENSIONS)
+        pos += 2
+        while pos < size and data[pos]:
+            subblocks += 1
+            if subblocks > MAX_GIF_SUBBLOCKS:
+                raise CorruptImage(f"the GIF has more than {MAX_GIF_SUBBLOCKS} extension data blocks",
+                                   limit=MAX_GIF_SUBBLOCKS)
+            pos += 1 + data[pos]
+        pos += 1
