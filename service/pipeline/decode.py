@@ -231,11 +231,12 @@ def _composite(px: np.ndarray) -> np.ndarray:
     round((c * a + 255 * (255 - a)) / 255) = round(c * a / 255) + (255 - a), exactly, since the
     second term is an integer; OpenCV's saturating uint8 multiply computes the first in one pass.
     """
-    c = np.ascontiguousarray(px[..., :-1])
-    a = np.ascontiguousarray(px[..., -1])
-    if c.shape[-1] == 1:
-        c = cv2.cvtColor(c, cv2.COLOR_GRAY2BGR)
-    a3 = cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
+    px = np.ascontiguousarray(px)
+    if px.shape[2] == 4:
+        c = cv2.cvtColor(px, cv2.COLOR_RGBA2RGB)  # drops the 4th channel; the same for BGRA
+    else:
+        c = cv2.cvtColor(cv2.extractChannel(px, 0), cv2.COLOR_GRAY2BGR)
+    a3 = cv2.cvtColor(cv2.extractChannel(px, px.shape[2] - 1), cv2.COLOR_GRAY2BGR)
     return cv2.add(cv2.multiply(c, a3, scale=1.0 / 255.0), cv2.bitwise_not(a3))  # + (255 - a): white
 
 
