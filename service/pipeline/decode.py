@@ -195,7 +195,7 @@ def _decode_cv2(data: bytes, fmt: str, im: Image.Image, max_side: int, min_side:
     w, h = im.size
     longest = max(w, h)
     orientation = _orientation(im)
-    has_alpha = fmt == "webp" and im.has_transparency_data
+    has_alpha = fmt == "webp" and _has_alpha(im)
     buf = np.frombuffer(data, dtype=np.uint8)
     if has_alpha:
         flag = cv2.IMREAD_UNCHANGED
@@ -246,14 +246,19 @@ def _grey16(px: np.ndarray) -> np.ndarray:
     return ((x + 128) // 257).astype(np.uint8)
 
 
+def _has_alpha(im: Image.Image) -> bool:
+    """An alpha channel or a transparent colour (Pillow's ``has_transparency_data``, which needs Pillow 10.1)."""
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+
+
 def _tile_converter(im: Image.Image) -> Callable[[Image.Image], np.ndarray]:
     """A function from a Pillow tile of ``im`` to RGB uint8 pixels, for ``im``'s mode."""
-    if im.has_transparency_data:  # RGBA, LA, PA, RGBa, La, or P / L / RGB with a transparent colour
+    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (a 16-bit grey tRNS colour is ignored)
+        return lambda t: np.repeat(_grey16(np.asarray(t))[..., None], 3, axis=2)
+    if _has_alpha(im):  # RGBA, LA, PA, RGBa, La, or P / L / RGB with a transparent colour
         if im.mode in ("LA", "La") and "transparency" not in im.info:
             return lambda t: _composite(np.asarray(t.convert("LA")))
         return lambda t: _composite(np.asarray(t.convert("RGBA")))
-    if im.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I
-        return lambda t: np.repeat(_grey16(np.asarray(t))[..., None], 3, axis=2)
     if im.mode == "F":
         return lambda t: np.repeat(np.clip(np.asarray(t) * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if im.mode == "RGB":

@@ -123,6 +123,16 @@ def test_16_bit_rgba_and_grey_alpha_png() -> None:
     assert tuple(int(v) for v in g.pixels[0, 0]) == (177, 177, 177)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_palette_transparency_is_white(fmt: str) -> None:
+    p = Image.new("P", (8, 8), 0)
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    p.paste(1, (0, 0, 8, 4))  # top half red, bottom half index 0 = transparent
+    d = decode_image(_encode(p, fmt, transparency=0), **LIMITS)
+    assert tuple(int(v) for v in d.pixels[6, 3]) == (255, 255, 255)
+    assert tuple(int(v) for v in d.pixels[1, 3]) == (0, 0, 255)
+
+
 def test_16_bit_grey_rounds_to_nearest() -> None:
     # 100 * 257 + 200 = 25900 -> 25900 / 257 = 100.78 -> 101; 65535 -> 255; 128 -> 0.5 -> 0 or 1
     arr = np.array([[25900, 65535, 0, 257 * 7]], np.uint16)
