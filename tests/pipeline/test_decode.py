@@ -27,7 +27,7 @@ def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG whose IHDR claims w x h, followed by a tiny (invalid) IDAT: only the header is real."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
 
 
@@ -107,7 +107,7 @@ def test_grayscale_16bit_cmyk() -> None:
     g = decode_image(_encode(Image.new("L", (20, 10), 128), "PNG"), **LIMITS)
     assert g.pixels.shape == (10, 20, 3) and abs(int(g.pixels[0, 0, 0]) - 128) <= 1
     arr16 = (np.ones((10, 20), dtype=np.uint16) * 65535)
-    ok, png16 = cv2.imencode(".png", arr16)
+    _, png16 = cv2.imencode(".png", arr16)
     d16 = decode_image(png16.tobytes(), **LIMITS)
     assert d16.pixels.dtype == np.uint8 and d16.pixels.max() == 255
     cmyk = decode_image(_encode(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG"), **LIMITS)
@@ -143,7 +143,7 @@ def test_sniff_ignores_names() -> None:
 
 def test_reduced_jpeg_decode_keeps_original_coordinates() -> None:
     big = np.full((3000, 4000, 3), 90, dtype=np.uint8)
-    ok, enc = cv2.imencode(".jpg", big)
+    _, enc = cv2.imencode(".jpg", big)
     d = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=1536)
     assert d.pixels.shape == (1500, 2000, 3) and d.scale == 2.0 and d.original_size == (4000, 3000)
     full = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=0, max_side=0)
