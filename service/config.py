@@ -55,6 +55,21 @@ class Settings(BaseSettings):
     decode_reduce_min_side: int = Field(
         1536, ge=0, description="Large JPEGs decode at 1/2..1/8 while the longest side stays >= this (0 = off)."
     )
+    decode_max_side: int = Field(
+        2048,
+        ge=0,
+        description="Images are reduced while decoding to at most this longest side, bounding memory per image "
+        "(faces keep original coordinates; 0 = full size).",
+    )
+    jpeg_max_scans: int = Field(
+        64, ge=0, description="JPEGs with more scans are refused before decoding (CPU bound; progressive ~10; 0 = off)."
+    )
+    jpeg_max_scan_passes: float = Field(
+        12.0,
+        ge=0,
+        description="JPEGs whose scans read each 8x8 block more than this many times on average are refused "
+        "(CPU bound; baseline 1, progressive ~5-6; 0 = off).",
+    )
 
     decode_threads: int = Field(
         0, ge=0, description="Images decoded and detected at once per process, whatever the number of requests "

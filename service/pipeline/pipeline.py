@@ -119,7 +119,9 @@ class FacePipeline:
     def decode(self, data: bytes) -> DecodedImage:
         s = self.settings
         return decode_image(
-            data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels, min_side_after_reduce=s.decode_reduce_min_side
+            data, max_bytes=s.max_image_bytes, max_pixels=s.max_image_pixels,
+            min_side_after_reduce=s.decode_reduce_min_side, max_side=s.decode_max_side,
+            jpeg_max_scans=s.jpeg_max_scans, jpeg_max_passes=s.jpeg_max_scan_passes,
         )
 
     def detect(

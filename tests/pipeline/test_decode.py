@@ -107,7 +107,7 @@ def test_grayscale_16bit_cmyk() -> None:
     g = decode_image(_encode(Image.new("L", (20, 10), 128), "PNG"), **LIMITS)
     assert g.pixels.shape == (10, 20, 3) and abs(int(g.pixels[0, 0, 0]) - 128) <= 1
     arr16 = (np.ones((10, 20), dtype=np.uint16) * 65535)
-    ok, png16 = cv2.imencode(".png", arr16)
+    _, png16 = cv2.imencode(".png", arr16)
     d16 = decode_image(png16.tobytes(), **LIMITS)
     assert d16.pixels.dtype == np.uint8 and d16.pixels.max() == 255
     cmyk = decode_image(_encode(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG"), **LIMITS)
@@ -143,10 +143,10 @@ def test_sniff_ignores_names() -> None:
 
 def test_reduced_jpeg_decode_keeps_original_coordinates() -> None:
     big = np.full((3000, 4000, 3), 90, dtype=np.uint8)
-    ok, enc = cv2.imencode(".jpg", big)
+    _, enc = cv2.imencode(".jpg", big)
     d = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=1536)
     assert d.pixels.shape == (1500, 2000, 3) and d.scale == 2.0 and d.original_size == (4000, 3000)
-    full = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=0)
+    full = decode_image(enc.tobytes(), **LIMITS, min_side_after_reduce=0, max_side=0)
     assert full.pixels.shape == (3000, 4000, 3) and full.scale == 1.0
 
 
