@@ -109,10 +109,12 @@ def dist_cross_entropy(
     sum, the derivative of the local one. The max is a shift that cancels in the loss, so it
     carries no gradient.
     """
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     with torch.no_grad():
         row_max = logits.max(dim=1).values
         dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
+    # Shift first, then exp: ``logsumexp(z) − max`` would round at the magnitude of z (s = 64:
+    # ~8e-6 absolute), the shifted form at that of the difference.
     shifted = logits - row_max.unsqueeze(1)
     sum_exp = shifted.exp().sum(dim=1)
     owned = local_labels >= 0
@@ -208,8 +210,11 @@ class ShardedPartialFC(nn.Module):
         emb_all = gather_with_grad(embeddings, self.group)
         labels_all = _gather(labels, self.group)
         class_ids, local = self.sample(labels_all)
+        # All of the shard: no class_ids, so no (count, D) copy of the centres and of its
+        # gradient (local labels are then shard positions, which they already are).
+        subset = None if class_ids.numel() == self.head.num_local else class_ids
         # indices=None: the memory update above already saw this batch once.
-        logits = self.head.logits_for(emb_all, local, class_ids)
+        logits = self.head.logits_for(emb_all, local, subset)
         return dist_cross_entropy(logits, local, labels_all >= 0, self.group)
 
     def hparams(self) -> dict[str, Any]:
