@@ -16,7 +16,9 @@ computes the exact cross-entropy across ranks; only the backbone is wrapped in D
 centres are nobody else's, so their gradients are never all-reduced). Checkpoints are then
 one file per rank: ``step_N.pt`` (rank 0, everything the service export needs) and
 ``step_N.rankR.pt`` (rank R's full state: its shard, its optimiser state, its RNG); a
-resume must use the same number of ranks.
+resume must use the same number of ranks. Under fp16 AMP each rank's GradScaler decides
+alone whether to skip a step: an overflow in the backbone reaches every rank (its gradient is
+all-reduced), one confined to a rank's fp32 centre gradients would not (not guarded).
 
 State that makes ``--resume`` exact: model, head (KappaFace keeps its per-sample
 buffers and margins as buffers, so they are in its state_dict), optimiser, scheduler,
@@ -244,15 +246,17 @@ def clip_grad_norm(module: FaceTrainModule, max_norm: float, sharded: bool) -> t
         return torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
     import torch.distributed as dist
 
-    grads = [
-        [p.grad for p in part.parameters() if p.grad is not None] for part in (module.backbone, module.head)
-    ]
-    backbone_norm = torch.nn.utils.get_total_norm(grads[0]) if grads[0] else torch.zeros(())
-    head_sq = (torch.nn.utils.get_total_norm(grads[1]) if grads[1] else torch.zeros(())) ** 2
-    head_sq = head_sq.to(backbone_norm.device)
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    n_backbone = sum(1 for p in module.backbone.parameters() if p.grad is not None)
+    device = grads[0].device if grads else torch.device("cpu")
+    sq = [g.detach().float().square().sum().to(device) for g in grads]
+    backbone_sq = torch.stack(sq[:n_backbone]).sum() if n_backbone else torch.zeros((), device=device)
+    head_sq = torch.stack(sq[n_backbone:]).sum() if len(sq) > n_backbone else torch.zeros((), device=device)
     dist.all_reduce(head_sq, op=dist.ReduceOp.SUM)
-    total = torch.sqrt(backbone_norm**2 + head_sq)
-    torch.nn.utils.clip_grads_with_norm_(module.parameters(), max_norm, total)
+    total = torch.sqrt(backbone_sq + head_sq)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_ (its 1e-6 too)
+    for g in grads:
+        g.detach().mul_(coef.to(g.device))
     return total
 
 
