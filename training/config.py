@@ -118,7 +118,12 @@ class TrainConfig(_Strict):
     epochs: int = Field(20, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (smoke tests).")
     batch_size: int = Field(128, ge=2, description="Per-process batch.")
-    amp: bool = Field(True, description="fp16 autocast + GradScaler; only takes effect on CUDA.")
+    amp: bool = Field(True, description="Mixed precision (autocast); the dtype is `amp_dtype`.")
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = Field(
+        "auto",
+        description="auto: float16 + GradScaler on CUDA, fp32 on CPU; bfloat16: autocast on CPU or CUDA, "
+        "no GradScaler; float16: CUDA only.",
+    )
     device: str = Field("auto", description="auto | cpu | cuda")
     checkpoint_every: int = Field(0, ge=0, description="Steps between checkpoints (0 = only at epoch end).")
     keep_checkpoints: int = Field(2, ge=1)

@@ -5,8 +5,20 @@ one: under ``torchrun`` each process drives one GPU, shards the sampler by rank 
 wraps the model in DistributedDataParallel; without it nothing is wrapped.
 
 What a step does: backbone -> embedding -> head (margin logits; optionally Partial-FC
-over a sample of class centres) -> cross-entropy -> backward (GradScaler under AMP on
-CUDA) -> clip the global gradient norm -> optimiser step -> per-step LR schedule.
+over a sample of class centres) -> cross-entropy -> backward (GradScaler under fp16 AMP
+on CUDA; bf16 autocast, on CPU or CUDA, needs none) -> clip the global gradient norm ->
+optimiser step -> per-step LR schedule.
+
+With more than one rank the class centres are sharded (model parallel, as arcface_torch):
+each rank holds a contiguous share of the classes in a
+:class:`~training.heads.sharded_fc.ShardedPartialFC`, which gathers the embeddings and
+computes the exact cross-entropy across ranks; only the backbone is wrapped in DDP (the
+centres are nobody else's, so their gradients are never all-reduced). Checkpoints are then
+one file per rank: ``step_N.pt`` (rank 0, everything the service export needs) and
+``step_N.rankR.pt`` (rank R's full state: its shard, its optimiser state, its RNG); a
+resume must use the same number of ranks. Under fp16 AMP each rank's GradScaler decides
+alone whether to skip a step: an overflow in the backbone reaches every rank (its gradient is
+all-reduced), one confined to a rank's fp32 centre gradients would not (not guarded).
 
 State that makes ``--resume`` exact: model, head (KappaFace keeps its per-sample
 buffers and margins as buffers, so they are in its state_dict), optimiser, scheduler,
@@ -149,35 +161,127 @@ def make_loader(
 
 
 # --------------------------------------------------------------------------- model
-def build_head_for(cfg: TrainConfig, ds: CropDataset) -> nn.Module:
-    """The configured head (KappaFace gets the per-sample/class information it needs)."""
-    from training.heads import build_head
+def build_head_for(cfg: TrainConfig, ds: CropDataset, world: int = 1) -> nn.Module:
+    """The configured head (KappaFace gets the per-sample/class information it needs);
+    with ``world > 1`` this rank's shard of it (needs the process group)."""
+    from training.heads import build_head, build_sharded_head
 
     hyper = dict(cfg.head.hyper)
     if cfg.head.name == "kappaface":
         hyper.setdefault("num_samples", len(ds))
         hyper.setdefault("class_counts", torch.as_tensor(np.bincount(ds.labels, minlength=ds.num_classes)))
+    if world > 1:
+        return build_sharded_head(
+            cfg.head.name, cfg.model.embedding_size, ds.num_classes, cfg.head.partial_fc, **hyper
+        )
     if cfg.head.partial_fc < 1.0:
         hyper["sample_rate"] = cfg.head.partial_fc  # build_head wraps the head in PartialFC
     return build_head(cfg.head.name, cfg.model.embedding_size, ds.num_classes, **hyper)
 
 
 class FaceTrainModule(nn.Module):
-    """backbone + head + loss as one module, so DDP sees a single forward."""
+    """backbone + head + loss as one module: one forward for the loop.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    ``backbone_grad_scale`` multiplies the embedding gradient on its way into the backbone.
+    Under DDP with a sharded head it is the world size: the sharded head already gives each
+    rank the exact gradient of the global loss for its embeddings, and DDP's gradient
+    *average* over ranks would otherwise shrink the backbone gradient W times.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, backbone_grad_scale: float = 1.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.backbone_grad_scale = float(backbone_grad_scale)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        from training.heads import ShardedPartialFC
+
         emb = self.backbone(x)
         emb = F.normalize(emb.float(), dim=1)
+        if self.backbone_grad_scale != 1.0 and emb.requires_grad:
+            scale = self.backbone_grad_scale
+            emb.register_hook(lambda g: g * scale)
+        if isinstance(self.head, ShardedPartialFC):  # exact cross-entropy across the ranks' shards
+            return self.head(emb, labels, indices)
         if hasattr(self.head, "forward_sampled"):  # PartialFC: compact logits over the sampled centres
             logits, labels, _ = self.head.forward_sampled(emb, labels, indices)
         else:
             logits = self.head(emb, labels, indices)
         return F.cross_entropy(logits.float(), labels, ignore_index=-1)
+
+
+def ddp_train_module(module: FaceTrainModule, device: torch.device, world: int) -> FaceTrainModule:
+    """The module the loop calls under DDP: the same backbone and head objects, the backbone
+    wrapped in DistributedDataParallel, the (sharded) head left out of it.
+
+    ``module`` itself stays unwrapped, so checkpoints keep plain parameter names.
+    """
+    import inspect
+
+    ddp_cls = nn.parallel.DistributedDataParallel
+    # Buffers are not broadcast each step (as in arcface_torch): rank 0's BN statistics are
+    # the ones checkpointed. torch 2.13 renamed the switch.
+    no_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(ddp_cls).parameters
+        else {"broadcast_buffers": False}
+    )
+    ddp = ddp_cls(
+        module.backbone,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=False,
+        **no_sync,
+    )
+    return FaceTrainModule(ddp, module.head, backbone_grad_scale=world)
+
+
+def clip_grad_norm(module: FaceTrainModule, max_norm: float, sharded: bool) -> torch.Tensor:
+    """Clip by the norm of the *whole* model's gradient; returns that norm.
+
+    With sharded centres the head's share is all-reduced, so every rank clips by the same
+    factor (a per-rank norm would scale the replicated backbone differently on each rank).
+    """
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
+    import torch.distributed as dist
+
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    n_backbone = sum(1 for p in module.backbone.parameters() if p.grad is not None)
+    device = grads[0].device if grads else torch.device("cpu")
+    sq = [g.detach().float().square().sum().to(device) for g in grads]
+    backbone_sq = torch.stack(sq[:n_backbone]).sum() if n_backbone else torch.zeros((), device=device)
+    head_sq = torch.stack(sq[n_backbone:]).sum() if len(sq) > n_backbone else torch.zeros((), device=device)
+    dist.all_reduce(head_sq, op=dist.ReduceOp.SUM)
+    total = torch.sqrt(backbone_sq + head_sq)
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_ (its 1e-6 too)
+    for g in grads:
+        g.detach().mul_(coef.to(g.device))
+    return total
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32.
+
+    ``auto`` keeps the historical behaviour: fp16 (+ GradScaler) on CUDA, fp32 on CPU.
+    ``bfloat16`` works on CPU too (so CI exercises the mixed-precision path) and needs no
+    GradScaler: bf16 has fp32's exponent range, so gradients do not underflow.
+    """
+    if not cfg.amp:
+        return None
+    if cfg.amp_dtype == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    if cfg.amp_dtype == "float16":
+        if device.type != "cuda":
+            raise ValueError("amp_dtype = 'float16' needs CUDA (GradScaler); use 'bfloat16' on CPU")
+        return torch.float16
+    from torch.amp.autocast_mode import is_autocast_available
+
+    if not is_autocast_available(device.type):
+        raise ValueError(f"this torch build has no autocast on {device.type}")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("this GPU does not support bfloat16; use amp_dtype = 'float16'")
+    return torch.bfloat16
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -298,25 +402,19 @@ class Trainer:
             backbone = get_backbone(
                 cfg.model.backbone, embedding_size=cfg.model.embedding_size, **cfg.model.backbone_kwargs
             )
-        head = build_head_for(cfg, self.dataset)
+        head = build_head_for(cfg, self.dataset, self.dist.world)
         self.module = FaceTrainModule(backbone, head).to(self.device)
         self.model: nn.Module = self.module
-        if self.dist.world > 1:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=False,
-                # Buffers are not broadcast each step: KappaFace's feature memory (samples x 512)
-                # would be copied on every forward, and its all-gather already keeps ranks equal.
-                # As in arcface_torch; rank 0's BN statistics are the ones checkpointed.
-                broadcast_buffers=False,
-            )
+        self.sharded = self.dist.world > 1
+        if self.sharded:
+            self.model = ddp_train_module(self.module, self.device, self.dist.world)
         self.optimizer = build_optimizer(cfg, self.module, self.dist.world)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_factor(cfg, self.steps_per_epoch)
         )
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = amp_dtype(cfg, self.device)
+        self.use_amp = self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[float] = []
         self.evals: list[dict[str, Any]] = []
@@ -334,6 +432,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
+        st = self._state()
+        if self.sharded:
+            head = self.module.head
+            st["shard"] = {
+                "rank": self.dist.rank,
+                "world": self.dist.world,
+                "class_start": head.class_start,
+                "num_local": head.num_local,
+            }
+        return st
+
+    def _state(self) -> dict[str, Any]:
         return {
             "format": "facegate-train-v1",
             "backbone": self.module.backbone.state_dict(),
@@ -354,23 +464,42 @@ class Trainer:
         }
 
     def save_checkpoint(self, tag: str | None = None) -> Path | None:
-        if not self.dist.main:
-            return None
+        """Write a checkpoint; every rank calls it. Sharded runs: each rank writes its own
+        file, and rank 0 publishes ``last.txt`` only after all of them are on disk."""
         name = tag or f"step_{self.global_step:08d}"
         path = self.ckpt_dir / f"{name}.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)
+        if self.sharded:
+            import torch.distributed as dist
+
+            if not self.dist.main:
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                mine = rank_checkpoint(path, self.dist.rank)
+                _atomic_save(self.state(), mine)
+                self.last_ckpt = mine
+            dist.barrier()
+        if not self.dist.main:
+            return None
+        _atomic_save(self.state(), path)
         (self.ckpt_dir / "last.txt").write_text(path.name + "\n")
         self.last_ckpt = path
-        old = sorted(self.ckpt_dir.glob("step_*.pt"))
+        old = sorted(p for p in self.ckpt_dir.glob("step_*.pt") if ".rank" not in p.name)
         for p in old[: -self.cfg.keep_checkpoints]:
+            for shard in self.ckpt_dir.glob(f"{p.stem}.rank*.pt"):
+                shard.unlink(missing_ok=True)
             p.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
         path = resolve_checkpoint(path)
+        if self.dist.rank > 0:
+            path = rank_checkpoint(path, self.dist.rank)
         st = torch.load(path, map_location="cpu", weights_only=False)
+        saved_world = st.get("shard", {}).get("world", 1)
+        if saved_world != self.dist.world:
+            raise ValueError(
+                f"{path} was written by {saved_world} rank(s), this run has {self.dist.world}: the class "
+                "centres are sharded per rank, so resume with the same number of ranks"
+            )
         self.module.backbone.load_state_dict(st["backbone"])
         self.module.head.load_state_dict(st["head"])
         self.optimizer.load_state_dict(st["optimizer"])
@@ -389,13 +518,14 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> float:
         self.model.train()
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        dtype = self.amp_dtype or torch.float16  # ignored when disabled
+        with torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.use_amp):
             loss = self.model(x, y, idx)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.optim.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.grad_clip)
+            clip_grad_norm(self.module, self.cfg.optim.grad_clip, self.sharded)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -553,6 +683,17 @@ class Trainer:
 def _hparams(head: nn.Module) -> dict[str, Any]:
     fn = getattr(head, "hparams", None)
     return dict(fn()) if callable(fn) else {"name": type(head).__name__}
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def rank_checkpoint(path: Path, rank: int) -> Path:
+    """Rank ``rank``'s file beside rank 0's ``path`` (``step_N.pt`` -> ``step_N.rankR.pt``)."""
+    return path if rank == 0 else path.with_name(f"{path.stem}.rank{rank}.pt")
 
 
 def resolve_checkpoint(path: Path) -> Path:

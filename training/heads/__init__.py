@@ -6,6 +6,7 @@ Every head maps (embeddings (N, D), int64 labels (N,)[, sample indices (N,)]) to
 >>> head = build_head("arcface", 512, 10_000, s=64.0, m=0.5)
 >>> head = build_head("kappaface", 512, 10_000, class_counts=counts, sample_rate=0.1)  # Partial FC
 >>> head.hparams()  # -> model card
+>>> head = build_sharded_head("arcface", 512, 10_000_000, sample_rate=0.1)  # under torchrun
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from training.heads.cosface import CosFaceHead
 from training.heads.kappaface import KappaFaceHead
 from training.heads.normface import NormFaceHead
 from training.heads.partial_fc import PartialFC
+from training.heads.sharded_fc import ShardedPartialFC, shard_range
 from training.heads.softmax import SoftmaxHead
 
 __all__ = [
@@ -33,10 +35,13 @@ __all__ = [
     "KappaFaceHead",
     "NormFaceHead",
     "PartialFC",
+    "ShardedPartialFC",
     "SoftmaxHead",
     "arc_margin_target",
     "build_head",
+    "build_sharded_head",
     "list_heads",
+    "shard_range",
 ]
 
 _REGISTRY: dict[str, Callable[..., ClassifierHead]] = {
@@ -67,3 +72,21 @@ def build_head(name: str, embedding_size: int, num_classes: int, **hyper: Any) -
     sample_rate = float(hyper.pop("sample_rate", 1.0))
     head = _REGISTRY[key](embedding_size, num_classes, **hyper)
     return PartialFC(head, sample_rate) if sample_rate < 1.0 else head
+
+
+def build_sharded_head(
+    name: str, embedding_size: int, num_classes: int, sample_rate: float = 1.0, **hyper: Any
+) -> ShardedPartialFC:
+    """Head ``name`` holding this rank's contiguous share of the class centres, wrapped in
+    :class:`ShardedPartialFC` (needs an initialised process group; the default group's rank
+    and world size pick the shard)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("build_sharded_head needs an initialised process group (run under torchrun)")
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown head {name!r}; known: {', '.join(list_heads())}")
+    shard = shard_range(num_classes, dist.get_rank(), dist.get_world_size())
+    head = _REGISTRY[key](embedding_size, num_classes, shard=shard, **hyper)
+    return ShardedPartialFC(head, sample_rate)

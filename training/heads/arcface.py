@@ -30,8 +30,9 @@ class ArcFaceHead(CosineHead):
         s: float = 64.0,
         m: float = 0.5,
         easy_margin: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(embedding_size, num_classes, s)
+        super().__init__(embedding_size, num_classes, s, shard)
         self.m = float(m)
         self.easy_margin = bool(easy_margin)
 

@@ -40,24 +40,44 @@ class ClassifierHead(nn.Module):
     """Interface of every head: ``(embeddings, labels[, indices]) -> logits (N, C)``.
 
     ``weight`` is the (C, D) class-centre matrix. ``logits_for`` computes logits against the
-    centres ``weight[class_ids]`` only, with ``labels`` given as positions in ``class_ids``
-    (``class_ids=None``: all classes, labels are class indices).
+    centres of the global classes ``class_ids`` only, with ``labels`` given as positions in
+    ``class_ids`` (``class_ids=None``: every centre the head holds, labels are class indices).
+
+    ``shard=(start, count)`` makes the head hold only the centres of global classes
+    ``start .. start+count-1`` (``weight`` is then (count, D); see
+    :mod:`training.heads.sharded_fc`). ``num_classes`` stays the global count, so per-class
+    state (KappaFace margins) is global and looked up by global class id; with
+    ``class_ids=None`` labels are positions in the shard (global id − ``start``).
     """
 
     name: str = "base"
     weight: nn.Parameter
 
-    def __init__(self, embedding_size: int, num_classes: int) -> None:
+    def __init__(self, embedding_size: int, num_classes: int, shard: tuple[int, int] | None = None) -> None:
         super().__init__()
         if embedding_size <= 0 or num_classes <= 0:
             raise ValueError(
                 f"embedding_size and num_classes must be positive, got {embedding_size}, {num_classes}"
             )
+        start, count = (0, num_classes) if shard is None else (int(shard[0]), int(shard[1]))
+        if start < 0 or count <= 0 or start + count > num_classes:
+            raise ValueError(f"shard (start={start}, count={count}) is not inside [0, {num_classes})")
         self.embedding_size = embedding_size
         self.num_classes = num_classes
+        self.class_start = start
+        self.num_local = count
         # arcface_torch initialises centres with N(0, 0.01): only their direction matters for
         # cosine heads, and small values keep the plain-softmax head's initial logits near 0.
-        self.weight = nn.Parameter(torch.normal(0.0, 0.01, (num_classes, embedding_size)))
+        # A sharded head allocates only its own rows: the full matrix never exists on one rank.
+        self.weight = nn.Parameter(torch.normal(0.0, 0.01, (count, embedding_size)))
+
+    def rows(self, class_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``weight`` holding the global classes ``class_ids`` (all must be in the shard)."""
+        return class_ids if self.class_start == 0 else class_ids - self.class_start
+
+    def global_classes(self, cols: torch.Tensor, class_ids: torch.Tensor | None) -> torch.Tensor:
+        """Global class ids of logit columns ``cols`` (positions in ``class_ids``, or local rows)."""
+        return cols + self.class_start if class_ids is None else class_ids[cols]
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None
@@ -79,7 +99,8 @@ class ClassifierHead(nn.Module):
         raise NotImplementedError
 
     def hparams(self) -> dict[str, Any]:
-        """Hyper-parameters for the model card and logs (JSON-serialisable)."""
+        """Hyper-parameters for the model card and logs (JSON-serialisable); never the shard,
+        so every rank of a sharded run reports the same head."""
         return {"name": self.name, "embedding_size": self.embedding_size, "num_classes": self.num_classes}
 
     def extra_repr(self) -> str:
@@ -105,8 +126,10 @@ class CosineHead(ClassifierHead):
 
     name = "normface"
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0) -> None:
-        super().__init__(embedding_size, num_classes)
+    def __init__(
+        self, embedding_size: int, num_classes: int, s: float = 64.0, shard: tuple[int, int] | None = None
+    ) -> None:
+        super().__init__(embedding_size, num_classes, shard)
         if s <= 0:
             raise ValueError(f"scale s must be positive, got {s}")
         self.s = float(s)
@@ -121,7 +144,7 @@ class CosineHead(ClassifierHead):
 
     def cosines(self, embeddings: torch.Tensor, class_ids: torch.Tensor | None = None) -> torch.Tensor:
         """cos θ (N, C'), clamped to [-1, 1] so ``acos``/``sqrt`` downstream stay finite."""
-        weight = self.weight if class_ids is None else self.weight[class_ids]
+        weight = self.weight if class_ids is None else self.weight[self.rows(class_ids)]
         dtype = torch.promote_types(embeddings.dtype, torch.float32)  # fp16/bf16 -> fp32, fp64 stays
         cos = F.normalize(embeddings.to(dtype), dim=1) @ F.normalize(weight.to(dtype), dim=1).t()
         return cos.clamp(-1.0, 1.0)
@@ -139,7 +162,7 @@ class CosineHead(ClassifierHead):
             rows = torch.nonzero(labels >= 0).squeeze(1)
             if rows.numel():
                 cols = labels[rows]
-                global_cls = cols if class_ids is None else class_ids[cols]
+                global_cls = self.global_classes(cols, class_ids)
                 new_target = self.target_logit(cos[rows, cols], global_cls).to(cos.dtype)
                 # In place: with millions of classes an (N, C) copy per step is real memory. Safe
                 # for autograd because clamp saved its input, not this output, and cos[rows, cols]

@@ -41,8 +41,9 @@ class CombinedMarginHead(CosineHead):
         m1: float = 1.0,
         m2: float = 0.3,
         m3: float = 0.2,
+        shard: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(embedding_size, num_classes, s)
+        super().__init__(embedding_size, num_classes, s, shard)
         if m1 <= 0:
             raise ValueError(f"m1 must be positive (it multiplies the angle), got {m1}")
         self.m1, self.m2, self.m3 = float(m1), float(m2), float(m3)

@@ -20,8 +20,15 @@ class CosFaceHead(CosineHead):
 
     name = "cosface"
 
-    def __init__(self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.4) -> None:
-        super().__init__(embedding_size, num_classes, s)
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        m: float = 0.4,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(embedding_size, num_classes, s, shard)
         self.m = float(m)
 
     def target_logit(self, cos_target: torch.Tensor, target_classes: torch.Tensor) -> torch.Tensor:

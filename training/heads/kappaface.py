@@ -97,6 +97,8 @@ class KappaFaceHead(CosineHead):
         s, m0, gamma, temperature, alpha: paper/author defaults 64, 0.8, 0.7, 0.4, 0.7.
         k_scale: ``K = k_scale · max n_c`` (1.0 as in the paper, 1.05 as in the authors' code).
         easy_margin: as in ArcFace.
+        shard: ``(start, count)``: hold only those class centres (sharded Partial FC); the
+            per-class state (counts, κ, margins) and the sample memory stay global.
     """
 
     name = "kappaface"
@@ -120,8 +122,9 @@ class KappaFaceHead(CosineHead):
         alpha: float = 0.7,
         k_scale: float = 1.0,
         easy_margin: bool = False,
+        shard: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(embedding_size, num_classes, s)
+        super().__init__(embedding_size, num_classes, s, shard)
         counts = torch.as_tensor(class_counts, dtype=torch.float32).flatten()
         if counts.numel() != num_classes:
             raise ValueError(f"class_counts has {counts.numel()} entries for {num_classes} classes")
@@ -198,10 +201,8 @@ class KappaFaceHead(CosineHead):
         indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.training and indices is not None:
-            global_labels = (
-                labels
-                if class_ids is None
-                else torch.where(labels >= 0, class_ids[labels.clamp_min(0)], labels)
+            global_labels = torch.where(
+                labels >= 0, self.global_classes(labels.clamp_min(0), class_ids), labels
             )
             self.update_memory(embeddings, global_labels, indices)
         return super().logits_for(embeddings, labels, class_ids, indices)

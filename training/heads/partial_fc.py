@@ -23,8 +23,9 @@ Two ways to call it:
 In eval mode, or with ``sample_rate >= 1``, it is exactly the wrapped head. As in arcface_torch
 the centre matrix stays one dense parameter: unsampled centres get a zero gradient (the dense
 gradient tensor is still allocated), and SGD momentum / weight decay still move them.
-Not distributed-sharded: each rank holds all C centres (arcface_torch shards them; add that
-when one GPU's memory no longer holds the centre matrix).
+This is the single-process form: the process holds all C centres. Under ``torchrun`` the
+training loop uses :class:`~training.heads.sharded_fc.ShardedPartialFC` instead, which splits
+the centres across ranks (the arcface_torch form).
 """
 
 from __future__ import annotations

@@ -21,9 +21,15 @@ class SoftmaxHead(ClassifierHead):
 
     name = "softmax"
 
-    def __init__(self, embedding_size: int, num_classes: int, bias: bool = True) -> None:
-        super().__init__(embedding_size, num_classes)
-        self.bias = nn.Parameter(torch.zeros(num_classes)) if bias else None
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        bias: bool = True,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(embedding_size, num_classes, shard)
+        self.bias = nn.Parameter(torch.zeros(self.num_local)) if bias else None
 
     def logits_for(
         self,
@@ -33,10 +39,11 @@ class SoftmaxHead(ClassifierHead):
         indices: torch.Tensor | None = None,
     ) -> torch.Tensor:
         _check_inputs(embeddings, labels, self.embedding_size)
-        weight = self.weight if class_ids is None else self.weight[class_ids]
+        rows = None if class_ids is None else self.rows(class_ids)
+        weight = self.weight if rows is None else self.weight[rows]
         logits = embeddings @ weight.t()
         if self.bias is not None:
-            logits = logits + (self.bias if class_ids is None else self.bias[class_ids])
+            logits = logits + (self.bias if rows is None else self.bias[rows])
         return logits
 
     def hparams(self) -> dict[str, Any]:
