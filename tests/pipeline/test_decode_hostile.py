@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import struct
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from devkit.hostile import jpeg_scans, png_chunk, repeat_scan
 from service.config import Settings
 from service.errors import CorruptImage
 from service.pipeline import decode as decode_mod
@@ -39,35 +39,11 @@ def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def _zeros_zlib(n: int) -> bytes:
-    """zlib stream of ``n`` zero bytes in milliseconds: after a full flush deflate keeps no history, so
-    every further MB of zeros compresses to the same bytes; the Adler-32 of n zeros is n mod 65521 << 16 | 1."""
-    mb = 1 << 20
-    z = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = z.compress(bytes(mb)) + z.flush(zlib.Z_FULL_FLUSH)
-    tail = zlib.compressobj(9, zlib.DEFLATED, -15)
-    last = tail.compress(bytes(n % mb)) + tail.flush()
-    return b"\x78\xda" + block * (n // mb) + last + struct.pack(">I", ((n % 65521) << 16) | 1)
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def zero_png(w: int, h: int, color_type: int, bit_depth: int) -> bytes:
-    """A valid PNG of all-zero samples (for RGBA / grey+alpha: transparent black)."""
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
-    idat = _zeros_zlib(h * (1 + w * channels * bit_depth // 8))
-    ihdr = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
-
-
-# --- memory ------------------------------------------------------------------------------------------
 _PEAK_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
     sys.path.insert(0, {repo!r})
-    from tests.pipeline.test_decode_hostile import zero_png
+    from devkit.hostile import zero_png
     from service.pipeline.decode import decode_image
     data = zero_png({w}, {w}, {ct}, {bd})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -117,8 +93,8 @@ def test_16_bit_rgba_and_grey_alpha_png() -> None:
     # grey 16-bit 100*257 with alpha 128*257: 100 * 128 / 255 + 127 = 177.2 -> 177
     la = struct.pack(">HH", 100 * 257, 128 * 257) * 16
     raw = b"".join(b"\x00" + la[i * 16 : (i + 1) * 16] for i in range(4))
-    png_la = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, 4, 0, 0, 0))
-              + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b""))
+    png_la = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 16, 4, 0, 0, 0))
+              + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
     g = decode_image(png_la, **LIMITS)
     assert tuple(int(v) for v in g.pixels[0, 0]) == (177, 177, 177)
 
@@ -225,34 +201,6 @@ def test_exif_orientation_with_reduction_maps_to_upright_original(fmt: str, orie
 
 
 # --- JPEG scans -----------------------------------------------------------------------------------------
-_END_OF_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-
-
-def _scans(data: bytes) -> list[tuple[int, int, int]]:
-    """(start of the DHTs before it, start of SOS, end of its entropy data) for each scan; test-side walker."""
-    out, pos, tables = [], 2, None
-    while data[pos + 1] != 0xD9:
-        code = data[pos + 1]
-        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        if code == 0xDA:
-            end = _END_OF_SCAN.search(data, end).start()
-            out.append((pos if tables is None else tables, pos, end))
-            tables = None
-        elif code == 0xC4:
-            tables = pos if tables is None else tables
-        else:
-            tables = None
-        pos = end
-    return out
-
-
-def _repeat_scan(data: bytes, index: int, times: int) -> bytes:
-    """Append ``times`` copies of scan ``index`` (with its Huffman tables) before EOI.
-
-    Repeating a refinement scan re-reads every block of its component; libjpeg warns about the
-    progression but decodes the file."""
-    start, _, end = _scans(data)[index]
-    return data[:-2] + data[start:end] * times + data[-2:]
 
 
 def _flat_progressive(n: int, subsampling: int = 0) -> bytes:
@@ -268,12 +216,12 @@ def _sos_fields(data: bytes, sos: int) -> tuple[list[int], int, int, int]:
 
 def test_repeated_refinement_scans_are_refused_before_decoding() -> None:
     base = _flat_progressive(1200)
-    scans = _scans(base)
+    scans = jpeg_scans(base)
     assert len(scans) == 10, "libjpeg's default progression for colour"
     last = len(scans) - 1
     comps, ss, se, ahal = _sos_fields(base, scans[last][1])
     assert comps == [1] and (ss, se) == (1, 63) and ahal >> 4 == 1, "the last scan refines all AC of Y"
-    hostile = _repeat_scan(base, last, 300)
+    hostile = repeat_scan(base, last, 300)
     assert cv2.imdecode(np.frombuffer(hostile, np.uint8), cv2.IMREAD_COLOR) is not None, "OpenCV decodes it"
     with pytest.raises(CorruptImage) as e:
         decode_image(hostile, **LIMITS)
@@ -283,7 +231,7 @@ def test_repeated_refinement_scans_are_refused_before_decoding() -> None:
 def test_scan_flood_costs_no_more_than_a_normal_decode() -> None:
     """CPU of the hostile file against the plain one, in one run: before, it grew with every scan."""
     base = _flat_progressive(2000)
-    hostile = _repeat_scan(base, len(_scans(base)) - 1, 400)
+    hostile = repeat_scan(base, len(jpeg_scans(base)) - 1, 400)
 
     def cpu(data: bytes) -> float:
         t = time.process_time()
@@ -301,11 +249,11 @@ def test_pass_budget_counts_blocks_read_per_scan() -> None:
     """4:4:4 default progression: Y, Cb, Cr read 6+4+4 = 14 times over 3 components = 4.67 passes; each
     extra full Y refinement scan adds 1/3: 22 extra -> 12.0 (accepted), 23 -> 12.33 (refused)."""
     base = _flat_progressive(256)
-    last = len(_scans(base)) - 1
-    ok = decode_image(_repeat_scan(base, last, 22), **LIMITS)
+    last = len(jpeg_scans(base)) - 1
+    ok = decode_image(repeat_scan(base, last, 22), **LIMITS)
     assert ok.pixels.shape == (256, 256, 3)
     with pytest.raises(CorruptImage) as e:
-        decode_image(_repeat_scan(base, last, 23), **LIMITS)
+        decode_image(repeat_scan(base, last, 23), **LIMITS)
     assert e.value.details["passes"] == pytest.approx(12.33, abs=0.01) and e.value.details["scans"] == 33
 
 
@@ -334,7 +282,7 @@ def test_restart_markers_do_not_end_a_scan() -> None:
 def test_thumbnail_inside_app1_is_skipped_not_counted() -> None:
     """An APP1 segment holding a whole JPEG (scans and EOI of its own): a truncated main image is still
     truncated, and the thumbnail's scans do not count towards the limit."""
-    thumb = _repeat_scan(_flat_progressive(16), 9, 80)  # 90 scans, over the limit on its own
+    thumb = repeat_scan(_flat_progressive(16), 9, 80)  # 90 scans, over the limit on its own
     main = _encode(Image.new("RGB", (64, 48), (10, 200, 30)), "JPEG", quality=90)
     app1 = b"\xff\xe1" + struct.pack(">H", len(thumb) + 8) + b"Exif\x00\x00" + thumb
     whole = main[:2] + app1 + main[2:]
@@ -351,7 +299,7 @@ def _floods() -> dict[str, tuple[bytes, str]]:
     image_descriptor = gif.index(b"\x2c\x00\x00\x00\x00")
     return {
         "jpeg COM segments": (jpeg[:2] + b"\xff\xfe\x00\x02" * 3_700_000 + jpeg[2:], "marker segments"),
-        "png empty chunks": (png[:33] + _png_chunk(b"abCd", b"") * 1_200_000 + png[33:], "chunks"),
+        "png empty chunks": (png[:33] + png_chunk(b"abCd", b"") * 1_200_000 + png[33:], "chunks"),
         "gif comment extensions": (gif[:image_descriptor] + b"\x21\xfe\x01a\x00" * 3_000_000
                                    + gif[image_descriptor:], "extension blocks"),
     }
@@ -376,8 +324,8 @@ def test_png_split_into_many_idat_chunks_still_decodes() -> None:
     idat_at = png.index(b"IDAT") - 4
     length = struct.unpack(">I", png[idat_at : idat_at + 4])[0]
     stream = png[idat_at + 8 : idat_at + 8 + length]
-    pieces = b"".join(_png_chunk(b"IDAT", stream[i : i + 4]) for i in range(0, len(stream), 4))
-    split = png[:ihdr_end] + pieces + _png_chunk(b"IEND", b"")
+    pieces = b"".join(png_chunk(b"IDAT", stream[i : i + 4]) for i in range(0, len(stream), 4))
+    split = png[:ihdr_end] + pieces + png_chunk(b"IEND", b"")
     assert split.count(b"IDAT") > 1500
     d = decode_image(split, **LIMITS)
     assert np.array_equal(d.pixels[..., ::-1], img)
@@ -386,7 +334,7 @@ def test_png_split_into_many_idat_chunks_still_decodes() -> None:
 def test_stuffed_entropy_data_walks_in_linear_time() -> None:
     """14 MB of FF00 stuffing inside a scan (the slowest bytes for a marker search)."""
     main = _encode(Image.new("RGB", (64, 48)), "JPEG")
-    sos_end = _scans(main)[0][2]
+    sos_end = jpeg_scans(main)[0][2]
     hostile = main[:sos_end] + b"\xff\x00" * (7 << 20) + main[sos_end:]
     t = time.process_time()
     try:
