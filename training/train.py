@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.checkpoints import publish_last
 from training.config import DataSource, TrainConfig, load_config
 from training.data.base import ConcatCrops, CropDataset, Subset
 from training.data.samplers import build_sampler, zipf_subset
@@ -361,7 +362,7 @@ class Trainer:
         tmp = path.with_suffix(".tmp")
         torch.save(self.state(), tmp)
         tmp.replace(path)
-        (self.ckpt_dir / "last.txt").write_text(path.name + "\n")
+        publish_last(self.ckpt_dir, path)  # last.txt + <run>/last.pt (training/checkpoints.py)
         self.last_ckpt = path
         old = sorted(self.ckpt_dir.glob("step_*.pt"))
         for p in old[: -self.cfg.keep_checkpoints]:
