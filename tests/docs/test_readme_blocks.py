@@ -143,8 +143,8 @@ _APP = None
 
 
 def _check(line: str, env: dict[str, str], cwd: Path) -> None:
-    """Parse a facegate command line with the real CLI, without running it."""
-    import click
+    """Parse a facegate command line with the real CLI, without running it. (Typer may bring its
+    own copy of click, so groups and errors are recognised by what they do, not by class.)"""
     import typer
 
     global _APP
@@ -158,10 +158,12 @@ def _check(line: str, env: dict[str, str], cwd: Path) -> None:
     os.chdir(cwd)  # relative paths in the line are the reader's, in the working folder
     try:
         cmd, ctx = _APP, _APP.make_context("facegate", argv)
-        while isinstance(cmd, click.Group):
+        while hasattr(cmd, "resolve_command"):
             name, cmd, rest = cmd.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
             ctx = cmd.make_context(name, rest, parent=ctx)
-    except click.ClickException as e:
+    except Exception as e:  # a usage error of click or of typer's click
+        if not hasattr(e, "format_message"):
+            raise
         pytest.fail(f"documented command does not parse: {line}\n  {e.format_message()}")
     finally:
         os.chdir(here)
