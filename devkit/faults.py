@@ -232,13 +232,13 @@ def storage_faults(data_dir: Path, faces_dir: Path) -> dict:
 def _models_dir(root: Path, kind: str, shared_model: Path | None) -> tuple[Path, str]:
     """A models dir with the default detector and a recognizer card whose file is broken in one way.
     Returns (models dir, the path the error must name)."""
-    from service.config import REPO_MODELS_DIR
+    from service.cards import BUILTIN_MODELS_DIR
 
     models = root / kind / "models"
-    shutil.copytree(REPO_MODELS_DIR / "yunet-2023mar-int8bq", models / "yunet-2023mar-int8bq")
+    shutil.copytree(BUILTIN_MODELS_DIR / "yunet-2023mar-int8bq", models / "yunet-2023mar-int8bq")
     rec = models / "sface-2021dec-int8bq"
     rec.mkdir(parents=True)
-    card = json.loads((REPO_MODELS_DIR / "sface-2021dec-int8bq" / "model.json").read_text())
+    card = json.loads((BUILTIN_MODELS_DIR / "sface-2021dec-int8bq" / "model.json").read_text())
     weights = rec / "model.onnx"
     good_sha = hashlib.sha256(shared_model.read_bytes()).hexdigest() if shared_model else "0" * 64
     garbage = b"this is not an onnx model\x00" * 100

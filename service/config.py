@@ -7,6 +7,8 @@ this class is the complete list of what an operator can set.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,8 +16,46 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The repository's models/ folder (an editable install or a checkout runs from here).
-REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+from service.cards import BUILTIN_MODELS_DIR
+
+#: The default pack's cards (they ship inside the package); kept under its old name for
+#: callers that copy them into a models folder of their own.
+REPO_MODELS_DIR = BUILTIN_MODELS_DIR
+
+
+@dataclass(frozen=True)
+class DirChoice:
+    path: Path
+    why: str
+
+
+def default_dirs(cwd: Path | None = None) -> dict[str, DirChoice]:
+    """Where models and data go when ``FACEGATE_MODELS_DIR`` / ``FACEGATE_DATA_DIR`` are unset.
+
+    A working directory with ``./models`` or ``./data`` (a checkout, a project folder) keeps
+    everything beside it, as a clone always did; anywhere else (an installed wheel run from
+    ``~``) the per-user data directory is used, so ``facegate serve`` never scatters a
+    database into whatever folder it happens to start in.
+    """
+    cwd = Path(cwd or Path.cwd())
+    local = {name: (cwd / name).is_dir() for name in ("models", "data")}
+    if any(local.values()):
+        here = "./models" if local["models"] else "./data"
+        return {name: DirChoice(Path(name), f"{here} exists in the working directory {cwd}") for name in local}
+    import platformdirs
+
+    user = Path(platformdirs.user_data_dir("facegate", appauthor=False))
+    why = f"no ./models or ./data in {cwd}: the per-user data directory"
+    return {name: DirChoice(user / name, why) for name in local}
+
+
+def dir_choice(settings: Settings, name: Literal["models", "data"]) -> DirChoice:
+    """The folder in use and why: the environment variable, else :func:`default_dirs`."""
+    path = getattr(settings, f"{name}_dir")
+    env = f"FACEGATE_{name.upper()}_DIR"
+    if env in os.environ or name + "_dir" in settings.model_fields_set:
+        return DirChoice(path, f"{env} is set" if env in os.environ else "set explicitly")
+    return DirChoice(path, default_dirs()[name].why)
 
 
 class Settings(BaseSettings):
@@ -24,7 +64,10 @@ class Settings(BaseSettings):
     )
 
     # --- storage --------------------------------------------------------------------
-    data_dir: Path = Field(Path("data"), description="Database, index caches and job state.")
+    data_dir: Path = Field(
+        default_factory=lambda: default_dirs()["data"].path,
+        description="Database, index caches and job state.",
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/facegate.db (WAL mode)."
     )
@@ -36,7 +79,10 @@ class Settings(BaseSettings):
     )
 
     # --- models -----------------------------------------------------------------------
-    models_dir: Path = Field(REPO_MODELS_DIR, description="Folder of models/<name>/model.json cards.")
+    models_dir: Path = Field(
+        default_factory=lambda: default_dirs()["models"].path,
+        description="Folder of <name>/model.json cards (yours; the default pack's are built in).",
+    )
     detector: str = Field("yunet-2023mar-int8bq", description="Active detector model name.")
     recognizer: str = Field("sface-2021dec-int8bq", description="Default recognizer model name.")
     providers: list[str] = Field(
@@ -157,10 +203,13 @@ def settings_table(settings: Settings | None = None, markdown: bool = True) -> l
     rows = []
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name) if settings else field.default
+        if name in ("models_dir", "data_dir") and settings is not None:
+            choice = dir_choice(settings, name[:-4])  # type: ignore[arg-type]
+            value = f"{choice.path.resolve()} ({choice.why})"
         if isinstance(value, SecretStr):
             value = "***" if value.get_secret_value() else ""
-        elif name == "models_dir" and settings is None:
-            value = "models/ (the repository's)"
+        elif name in ("models_dir", "data_dir") and settings is None:
+            value = f"./{name[:-4]} if ./models or ./data exists, else per-user"
         elif isinstance(value, list):
             value = ",".join(value) if value else "(empty)"
         elif value is None:

@@ -120,6 +120,23 @@ class ModelLoadError(ModelError):
     status = 503
 
 
+class ModelUncalibrated(ModelError):
+    """The model's card has no decision thresholds, so it cannot decide same / different or unknown."""
+
+    code = "model_uncalibrated"
+    status = 409
+
+    def __init__(self, model: str, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"model {model} has no calibrated thresholds: calibrate it on a folder of identity folders "
+            f"(people it never saw) with `facegate models calibrate {model} --identities DIR --write`, "
+            "or send a `threshold` with the request",
+            model=model,
+            calibrate=f"facegate models calibrate {model} --identities DIR --write",
+        )
+
+
 class InferenceError(ModelError):
     """The inference runtime failed on a batch."""
 

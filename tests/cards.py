@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+REPO_MODELS = Path(__file__).resolve().parent.parent / "service" / "default_models"
 DEFAULT_RECOGNIZER = "sface-2021dec-int8bq"
 DEFAULT_FAR_KEY = "1e-3"  # FACEGATE_FAR_TARGET's default
 

@@ -52,12 +52,11 @@ def shared_registry(tmp_path_factory, shared_models: Path):
     """A models dir holding the default pack's cards plus cards for every shared model (linked, not copied)."""
     import shutil
 
-    from service.cards import Registry
-    from service.config import REPO_MODELS_DIR
+    from service.cards import BUILTIN_MODELS_DIR, Registry
     from service.modelinspect import PRESETS, card_from_onnx
 
     root = tmp_path_factory.mktemp("models")
-    for card_dir in REPO_MODELS_DIR.iterdir():
+    for card_dir in BUILTIN_MODELS_DIR.iterdir():
         if (card_dir / "model.json").is_file():
             shutil.copytree(card_dir, root / card_dir.name)
     reg = Registry(root)

@@ -24,6 +24,17 @@ def _parse_overrides(items: list[str]) -> dict[str, object]:
     return out
 
 
+def model_arg(value: str, models_dir: Path | None) -> tuple[str, Path | None]:
+    """``--model`` as a registered name (``my-model``) or a model folder (``models/my-model``,
+    what export prints): a folder holding ``model.json`` is read from its parent folder."""
+    path = Path(value)
+    if len(path.parts) > 1 or path.is_dir():
+        if not (path / "model.json").is_file():
+            raise typer.BadParameter(f"{value} is not a model folder (no {path / 'model.json'})", param_hint="--model")
+        return path.name, path.parent
+    return value, models_dir
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to the main ``facegate`` app."""
 
@@ -49,6 +60,7 @@ def register(app: typer.Typer) -> None:
                     "out_dir": str(res.out_dir),
                     "steps": res.steps,
                     "last_checkpoint": str(res.last_checkpoint),
+                    "last": str(res.out_dir / "last.pt"),
                     "first_loss": res.losses[0] if res.losses else None,
                     "final_loss": res.losses[-1] if res.losses else None,
                     "evals": res.evals,
@@ -64,7 +76,9 @@ def register(app: typer.Typer) -> None:
         root: Path | None = typer.Option(  # noqa: B008
             None, help="Image root for pair paths (default: the file's folder)."
         ),
-        model: str | None = typer.Option(None, help="Registered model name (service embedder)."),
+        model: str | None = typer.Option(
+            None, help="Registered model: a name, or its folder (models/NAME) (service embedder)."
+        ),
         models_dir: Path | None = typer.Option(None, help="models/ folder (default: settings)."),  # noqa: B008
         onnx: Path | None = typer.Option(None, exists=True, help="Bare ONNX recognizer (service embedder)."),  # noqa: B008
         color: str = typer.Option("RGB", help="--onnx: colour order the model expects."),
@@ -97,7 +111,8 @@ def register(app: typer.Typer) -> None:
         elif onnx is not None:
             emb = onnx_file_embedder(onnx, color, mean, std, flip=flip)
         else:
-            emb = service_embedder(model, models_dir, flip=flip)  # type: ignore[arg-type]
+            name, folder = model_arg(model, models_dir)  # type: ignore[arg-type]
+            emb = service_embedder(name, folder, flip=flip)
         fold_ids = [int(f) for f in folds.split(",")] if folds else None
         rep = public(
             evaluate_pair_file(pairs, emb, root=root, flip=flip, folds=fold_ids, max_pairs=max_pairs)
@@ -125,9 +140,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export")
     def export_cmd(
-        checkpoint: Path = typer.Option(..., exists=True, help="Checkpoint file or run folder."),  # noqa: B008
+        checkpoint: Path = typer.Option(  # noqa: B008
+            ..., exists=True, help="Checkpoint file (runs/RUN/last.pt) or run folder."
+        ),
         name: str = typer.Option(..., help="Model name: models/<name>/."),
-        calib_pairs: Path = typer.Option(..., exists=True, help="Labelled pairs of people NOT trained on."),  # noqa: B008
+        calib_pairs: Path | None = typer.Option(  # noqa: B008
+            None,
+            exists=True,
+            help="Labelled pairs of people NOT trained on: thresholds for the card. Without them the "
+            "model cannot decide until `facegate models calibrate NAME --identities DIR --write`.",
+        ),
         calib_root: Path | None = typer.Option(None),  # noqa: B008
         calib_max_pairs: int | None = typer.Option(None, help="Evenly spaced subset of the calib pairs."),
         eval_pairs: list[Path] = typer.Option(  # noqa: B008
@@ -139,7 +161,7 @@ def register(app: typer.Typer) -> None:
         fp16: bool = typer.Option(False, help="fp16 weights (needs onnxconverter-common)."),
         licence: str = typer.Option(""),
     ) -> None:
-        """ONNX export + parity check + model card with calibrated thresholds."""
+        """ONNX export + parity check + model card (with thresholds when given calibration pairs)."""
         from service.contract import default_models_dir
         from training.export import export_model
 
@@ -166,3 +188,12 @@ def register(app: typer.Typer) -> None:
                 indent=2,
             )
         )
+        if card.get("thresholds") is None:
+            typer.secho(
+                f"no --calib-pairs: the card of {name} has NO thresholds. The service refuses it as a "
+                "collection's model (model_uncalibrated) and answers verify/identify without a request "
+                f"threshold with that error until you run\n  facegate models calibrate {name} "
+                "--identities DIR --write\n(DIR: identity folders of people the model was not trained on)",
+                fg="yellow",
+                err=True,
+            )

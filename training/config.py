@@ -165,7 +165,8 @@ class TrainConfig(_Strict):
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a TOML/JSON/YAML config; relative paths are relative to the repository root (cwd).
 
-    ``overrides`` are dotted keys (``{"optim.lr": 0.05}``) applied before validation.
+    ``overrides`` are dotted keys (``{"optim.lr": 0.05}``) applied before validation; a number
+    indexes a list (``{"data.sources.0.root": "/data/lfw112"}``).
     """
     path = Path(path)
     text = path.read_text()
@@ -182,9 +183,12 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> TrainCon
     else:
         raise ValueError(f"unknown config format {path.suffix}: use .toml, .json or .yaml")
     for key, value in (overrides or {}).items():
-        node = raw
+        node: Any = raw
         *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        try:
+            for p in parents:
+                node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+            node[int(leaf) if isinstance(node, list) else leaf] = value
+        except (IndexError, ValueError, TypeError, AttributeError) as e:
+            raise ValueError(f"cannot set {key!r} in {path}: {e}") from e
     return TrainConfig.model_validate(raw).resolved()

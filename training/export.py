@@ -18,6 +18,10 @@ Checks before a card is written
    (BGR crop -> to_tensor -> torch -> normalise) by cosine; export fails above tolerance.
 2. calibration: thresholds at FAR targets from a labelled pair set, evaluated
    through the service's embedder (so they are the service's numbers), plus accuracy.
+   Without a pair set the card has no thresholds and says so: the service then refuses
+   to make the model a collection's model (``model_uncalibrated``) until
+   ``facegate models calibrate NAME --identities DIR --write`` has run, and parity is
+   checked on seeded random crops instead of real faces.
 """
 
 from __future__ import annotations
@@ -163,11 +167,17 @@ def _crops_from_pairs(pair_file: Path, root: Path | None, n: int) -> list[np.nda
     return [ps.load(k) for k in ps.keys[:n]]
 
 
+def _random_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Seeded noise crops: parity of the graph itself when no real faces are at hand."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(n)]
+
+
 def export_model(
     checkpoint: Path,
     name: str,
     models_dir: Path,
-    calib_pairs: Path,
+    calib_pairs: Path | None,
     calib_root: Path | None = None,
     eval_pairs: Sequence[Path] = (),
     eval_root: Path | None = None,
@@ -252,17 +262,23 @@ def export_model(
     )
     registry.save(card)  # first without thresholds: the service embedder needs a card to load
     svc = embedder_for_card(card, Path(models_dir), flip=False)
-    crops = _crops_from_pairs(calib_pairs, calib_root, parity_faces)
+    if calib_pairs is not None:
+        crops = _crops_from_pairs(calib_pairs, calib_root, parity_faces)
+    else:
+        crops = _random_crops(parity_faces)
     parity = parity_check(
         backbone, onnx_path, crops, svc, rel_tol=2e-2 if fp16 else 1e-3, cos_tol=1e-3 if fp16 else 1e-4
     )
+    parity["crops"] = "real aligned faces of the calibration pairs" if calib_pairs is not None else "seeded noise"
 
-    rep = evaluate_pair_file(
-        calib_pairs, svc, root=calib_root, flip=False, max_pairs=calib_max_pairs, progress=progress
-    )
-    src = f"{Path(calib_pairs).name}, service embedder, no flip, {time.strftime('%Y-%m-%d')}"
-    card.thresholds = Thresholds(**calibrate_thresholds(rep["_scores"], rep["_issame"], fars, source=src))
-    accuracy: dict[str, Any] = {Path(calib_pairs).stem: _acc_summary(public(rep))}
+    accuracy: dict[str, Any] = {}
+    if calib_pairs is not None:
+        rep = evaluate_pair_file(
+            calib_pairs, svc, root=calib_root, flip=False, max_pairs=calib_max_pairs, progress=progress
+        )
+        src = f"{Path(calib_pairs).name}, service embedder, no flip, {time.strftime('%Y-%m-%d')}"
+        card.thresholds = Thresholds(**calibrate_thresholds(rep["_scores"], rep["_issame"], fars, source=src))
+        accuracy[Path(calib_pairs).stem] = _acc_summary(public(rep))
     for p in eval_pairs:
         for flip in (False, True):
             e = embedder_for_card(card, Path(models_dir), flip=flip)

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.checkpoints import publish_last
 from training.config import DataSource, TrainConfig, load_config
 from training.data.base import ConcatCrops, CropDataset, Subset
 from training.data.samplers import build_sampler, zipf_subset
@@ -480,7 +481,7 @@ class Trainer:
         if not self.dist.main:
             return None
         _atomic_save(self.state(), path)
-        (self.ckpt_dir / "last.txt").write_text(path.name + "\n")
+        publish_last(self.ckpt_dir, path)  # last.txt + <run>/last.pt (training/checkpoints.py)
         self.last_ckpt = path
         old = sorted(p for p in self.ckpt_dir.glob("step_*.pt") if ".rank" not in p.name)
         for p in old[: -self.cfg.keep_checkpoints]:

@@ -24,6 +24,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from service import __version__
+from service import usecases as uc
 from service.api import routes_faces, routes_gallery, routes_keys, routes_models
 from service.api import schemas as S
 from service.api.deps import AdminKey, Runner
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await run_in_threadpool(pipeline.load)
             await run_in_threadpool(gallery.start)
+            await run_in_threadpool(uc.resume_interrupted_jobs, pipeline, gallery)
         except FacegateError as e:  # one clear line (naming the file) above uvicorn's traceback
             log.critical("facegate cannot start: %s", e.message)
             raise

@@ -36,13 +36,14 @@ def detect(
         print(json.dumps({"faces": [f.to_dict() for f in d.faces], "model": d.model}))
         return
     t = Table(title=f"{len(d.faces)} face(s) — {d.model}")
-    for col in ("#", "bbox x,y,w,h", "score", "size", "yaw", "blur"):
+    for col in ("#", "bbox x,y,w,h", "landmarks (eyes, nose, mouth corners)", "score", "size", "yaw", "blur"):
         t.add_column(col)
     for i, f in enumerate(d.faces):
         r = f.to_dict()
         q = r["quality"]
-        t.add_row(str(i), ", ".join(f"{v:.0f}" for v in r["bbox"]), f"{r['score']:.3f}", f"{q.get('size', 0):.0f}",
-                  f"{q.get('yaw', float('nan')):.0f}", f"{q.get('blur', 0):.0f}")
+        marks = " ".join(f"({x:.0f},{y:.0f})" for x, y in r["landmarks"]) if r.get("landmarks") else "-"
+        t.add_row(str(i), ", ".join(f"{v:.0f}" for v in r["bbox"]), marks, f"{r['score']:.3f}",
+                  f"{q.get('size', 0):.0f}", f"{q.get('yaw', float('nan')):.0f}", f"{q.get('blur', 0):.0f}")
     console.print(t)
 
 

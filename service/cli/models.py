@@ -11,7 +11,10 @@ from rich.table import Table
 
 from service.cli.common import JsonOpt, console, fail, models_app, settings
 from service.config import Settings
-from service.errors import FacegateError
+from service.errors import FacegateError, InvalidRequest
+
+#: All pairs of a few thousand images resolve FARs down to 1e-6 (see ``models calibrate``).
+CALIBRATE_FARS = "1e-2,1e-3,1e-4,1e-5,1e-6"
 
 
 @models_app.command("list")
@@ -25,13 +28,14 @@ def models_list(as_json: bool = JsonOpt) -> None:
         print(json.dumps([c.model_dump(mode="json", exclude_none=True) for c in cards]))
         return
     t = Table(title=str(s.models_dir))
-    for col in ("name", "kind", "family", "input", "dim", "default", "source"):
+    for col in ("name", "kind", "family", "input", "dim", "default", "thresholds", "source"):
         t.add_column(col)
     for c in cards:
         active = "✓" if c.name in (s.detector, s.recognizer) else ""
         src = f"{c.source.package}=={c.source.version}" if c.source.package else (c.source.file or "")
+        thr = "" if c.kind == "detector" else ("calibrated" if c.thresholds else "[yellow]none: calibrate[/yellow]")
         t.add_row(c.name, c.kind, c.family, f"{c.input.size[0]}x{c.input.size[1]} {c.input.color}",
-                  str(c.embedding_size or ""), active, src)
+                  str(c.embedding_size or ""), active, thr, src)
     console.print(t)
 
 
@@ -62,6 +66,9 @@ def models_add(
     mean: float | None = typer.Option(None),
     std: float | None = typer.Option(None),
     threshold: float | None = typer.Option(None, min=-1, max=1, help="Default cosine threshold."),
+    identities: Path | None = typer.Option(  # noqa: B008
+        None, exists=True, file_okay=False,
+        help="Calibrate thresholds now on this folder of identity folders (people the model never saw)."),
     licence: str = typer.Option("", help="Licence of the weights."),
     link: bool = typer.Option(False, help="Reference the file where it is instead of copying it."),
     models_dir: Path | None = typer.Option(None, help="Default: FACEGATE_MODELS_DIR."),
@@ -94,6 +101,16 @@ def models_add(
         fail(e, False)
     console.print(f"wrote {out}: {card.kind} / {card.family}, input {card.input.size} {card.input.color}, "
                   f"batch {card.input.batch}" + (f", {card.embedding_size}-d" if card.embedding_size else ""))
+    if card.kind != "recognizer" or card.thresholds is not None:
+        return
+    if identities is not None:
+        _print_calibration(calibrate(name, identities, write=True, models_dir=reg.models_dir))
+        return
+    console.print(
+        f"[yellow]{name} has no thresholds[/yellow]: it is registered but cannot decide verify/identify "
+        "(collections refuse it with model_uncalibrated) until you calibrate it:\n"
+        f"  facegate models calibrate {name} --identities DIR --write\n"
+        "(DIR: a folder of identity folders, photos or aligned crops, of people the model never saw)")
 
 
 @models_app.command("calibrate")
@@ -101,7 +118,7 @@ def models_calibrate(
     name: str = typer.Argument(..., help="Registered recognizer."),
     identities: Path = typer.Option(..., exists=True, file_okay=False,
                                     help="Folder of identity folders (<person>/<image>) of people the model never saw."),
-    fars: str = typer.Option("1e-2,1e-3,1e-4,1e-5,1e-6", help="FAR targets."),
+    fars: str = typer.Option(CALIBRATE_FARS, help="FAR targets."),
     max_images: int = typer.Option(0, help="Use at most this many images (0 = all)."),
     write: bool = typer.Option(False, "--write", help="Store the thresholds in the model card."),
     as_json: bool = JsonOpt,
@@ -112,6 +129,21 @@ def models_calibrate(
     a few thousand images give millions of impostor pairs: enough to set a threshold
     at FAR 1e-5 or 1e-6, which a 3,000-pair protocol file cannot.
     """
+    try:
+        result = calibrate(name, identities, fars=[float(x) for x in fars.split(",")], max_images=max_images,
+                           write=write, progress=not as_json)
+    except FacegateError as e:
+        fail(e, as_json)
+    if as_json:
+        print(json.dumps(result))
+        return
+    _print_calibration(result)
+
+
+def calibrate(name: str, identities: Path, *, fars: list[float] | None = None, max_images: int = 0,
+              write: bool = False, models_dir: Path | None = None, progress: bool = True) -> dict:
+    """Embed every image under ``identities/<person>/`` with ``name`` and derive thresholds from all pairs;
+    with ``write`` the card keeps them (saved into the models folder, even for a built-in card)."""
     import numpy as np
     from tqdm import tqdm
 
@@ -119,18 +151,15 @@ def models_calibrate(
     from service.cards import Thresholds
     from service.pipeline.pipeline import FacePipeline
 
-    p = FacePipeline(settings())
-    try:
-        card = p.registry.get(name, "recognizer")
-        emb = p.embedder(name)
-    except FacegateError as e:
-        fail(e, as_json)
+    p = FacePipeline(settings(models_dir))
+    card = p.registry.get(name, "recognizer")
+    emb = p.embedder(name)
     files = sorted(f for f in identities.glob("*/*") if f.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"})
     if max_images:
         files = files[:: max(1, len(files) // max_images)][:max_images]
     people: dict[str, int] = {}
     vecs, labels, skipped = [], [], 0
-    for start in tqdm(range(0, len(files), 64), desc="embedding", unit="batch", disable=as_json):
+    for start in tqdm(range(0, len(files), 64), desc="embedding", unit="batch", disable=not progress):
         crops, labs = [], []
         for f in files[start : start + 64]:
             try:  # an aligned crop of the model's input size as it is, a photo through detect + align
@@ -142,8 +171,11 @@ def models_calibrate(
         if crops:
             vecs.append(emb.embed(crops))
             labels.extend(labs)
+    if len(people) < 2 or len(labels) < 3:
+        raise InvalidRequest(f"{identities} holds {len(labels)} usable images of {len(people)} people: calibration "
+                             "needs identity folders of at least 2 people and a person with 2 images")
     result = thresholds_from_identities(
-        np.concatenate(vecs), labels, [float(x) for x in fars.split(",")],
+        np.concatenate(vecs), labels, list(fars or [float(x) for x in CALIBRATE_FARS.split(",")]),
         source=f"all pairs of {len(labels)} images of {len(people)} people in {identities.name}",
         default_far=p.settings.far_target,
     )
@@ -153,12 +185,17 @@ def models_calibrate(
             "thresholds": Thresholds(**result["thresholds"]),
             "accuracy": {**card.accuracy, f"tar_at_far_{identities.name}": result["tar_at_far"]},
         }))
-    if as_json:
-        print(json.dumps(result))
-        return
+    result["written"] = bool(write)
+    p.close()
+    return result
+
+
+def _print_calibration(result: dict) -> None:
     t = Table(title=result["thresholds"]["source"])
     for col in ("FAR", "threshold", "TAR"):
         t.add_column(col)
     for k, v in result["tar_at_far"].items():
         t.add_row(k, f"{v['threshold']:.4f}", f"{v['tar']:.4f}" + ("" if v["resolvable"] else " (unresolved)"))
     console.print(t)
+    if result.get("written"):
+        console.print("thresholds written to the model card")

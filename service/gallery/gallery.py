@@ -74,7 +74,7 @@ class Gallery:
         if self.db.started:
             return self
         self.db.start()
-        self.jobs.recover()
+        self.interrupted_jobs: list[Job] = self.jobs.recover()  # their process died; resumable
         if warm:
             for c in self.store.list_collections(counts=False):
                 self.indexes.get(c.id, c.model)

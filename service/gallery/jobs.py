@@ -3,18 +3,29 @@
 Identify keeps using the old model while the job runs; the flip happens in one
 transaction once every face has an embedding of the new model (faces enrolled during
 the job are caught by another pass), so a search never runs on a partial index. Jobs are
-rows: progress survives a restart, and a job whose process died is marked failed at the
-next start, after which rerunning it resumes where it stopped.
+rows: progress survives a restart.
+
+Ownership: a job row names the process running it (``host:pid:boot``, the boot id being
+random per process start) and that process refreshes ``heartbeat_at`` every few seconds.
+Another process (a restarted one, a second worker, a replica on another host) decides
+whether the owner is dead by :func:`owner_alive`: on the same host a process that no
+longer exists, or an earlier life of this very pid (a container restarted as pid 1), is
+dead at once; otherwise a heartbeat older than ``HEARTBEAT_TIMEOUT`` is. A dead owner's
+job is marked failed ("interrupted") at start-up or when a new switch finds it in the way,
+and rerunning it (the service does so at start, see ``service/usecases/collections.py``)
+resumes where it stopped: embeddings already written are kept.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +44,47 @@ log = logging.getLogger("service.gallery")
 
 #: ``embed_fn`` for re-embedding: BGR uint8 crops -> (N, D) float32 embeddings.
 EmbedFn = Callable[[list[np.ndarray]], np.ndarray]
-JOB_STALE = timedelta(minutes=5)  # a "running" job not updated for this long is dead
+HEARTBEAT_S = 5.0  # how often a running job's process says it is alive
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)  # silent for this long (6 beats missed): the owner is dead
+ACTIVE = ("queued", "running")
+
+_BOOT: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """``host:pid:boot`` of this process; the boot id is new per process (a forked worker too)."""
+    global _BOOT
+    if _BOOT is None or _BOOT[0] != os.getpid():
+        _BOOT = (os.getpid(), uuid.uuid4().hex[:12])
+    return f"{socket.gethostname()}:{_BOOT[0]}:{_BOOT[1]}"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def owner_alive(owner: str | None, heartbeat: datetime | None, now: datetime, me: str | None = None) -> bool:
+    """Whether the process ``owner`` may still be running its job (see the module docstring)."""
+    me = me or process_owner()
+    if owner == me:
+        return True
+    fresh = heartbeat is not None and now - heartbeat < HEARTBEAT_TIMEOUT
+    if not owner:
+        return fresh  # a row written before owners were recorded: the heartbeat alone decides
+    host, _, rest = owner.partition(":")
+    pid_text, _, _boot = rest.partition(":")
+    my_host, my_pid, _ = me.split(":")
+    if host == my_host and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == int(my_pid) or not _pid_exists(pid):
+            return False  # an earlier life of this pid, or a process that is gone
+    return fresh
 
 
 class Switcher(Protocol):
@@ -42,6 +93,11 @@ class Switcher(Protocol):
     def put_embeddings(self, model: str, embeddings: Mapping[int, np.ndarray]) -> int: ...
 
     def finish_switch(self, collection_id: str, new_model: str, *, drop_old: bool = True) -> Any: ...
+
+
+def _interrupted(r: JobRow) -> str:
+    return (f"interrupted: its process ({r.owner or 'unknown'}) stopped at {r.done}/{r.total} faces; "
+            "switching again resumes it (embeddings already made are kept)")
 
 
 def job_record(r: JobRow) -> Job:
@@ -64,14 +120,17 @@ class ReembedJobs:
             coll = require_collection(s, collection_id)
             if coll.model == new_model:
                 raise Conflict("the collection already uses this model", model=new_model)
-            busy = s.scalar(sa.select(JobRow.id).where(JobRow.collection_id == collection_id,
-                                                       JobRow.status.in_(("queued", "running"))))
-            if busy is not None:
-                raise Conflict("a job is already running for this collection", job_id=busy)
+            busy = s.scalars(sa.select(JobRow).where(JobRow.collection_id == collection_id,
+                                                     JobRow.status.in_(ACTIVE))).first()
+            if busy is not None and owner_alive(busy.owner, aware(busy.heartbeat_at), now):
+                raise Conflict("a job is already running for this collection", job_id=busy.id)
+            if busy is not None:  # its process died: the new job takes over (stored embeddings are kept)
+                busy.status, busy.error, busy.updated_at = "failed", _interrupted(busy), now
             total = s.scalar(sa.select(sa.func.count()).where(FaceRow.collection_id == collection_id)) or 0
             row = JobRow(id=uuid.uuid4().hex, kind="reembed", collection_id=collection_id,
                          params={"old_model": coll.model, "new_model": new_model}, status="queued", done=0,
-                         total=int(total), created_at=now, updated_at=now)
+                         total=int(total), created_at=now, updated_at=now, owner=process_owner(),
+                         heartbeat_at=now)
             s.add(row)
         return job_record(row)
 
@@ -116,11 +175,19 @@ class ReembedJobs:
         """Run a job to completion in the calling thread: embed every face lacking a
         ``new_model`` embedding, recording progress after each batch, then flip. Any error
         marks the job failed (the flip has not happened; rerun to resume)."""
-        job = self.get(job_id)
-        if job.status not in ("queued", "failed"):
-            raise Conflict(f"job is {job.status}", job_id=job_id)
+        job = self._claim(job_id)
         cid, new_model = job.collection_id, job.params["new_model"]
-        self._update(job_id, status="running", error=None)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job_id, stop), name=f"beat-{job_id[:8]}", daemon=True)
+        beat.start()
+        try:
+            return self._run(job_id, cid, new_model, embed_fn, gallery, batch=batch, max_passes=max_passes)
+        finally:
+            stop.set()
+            beat.join()
+
+    def _run(self, job_id: str, cid: str, new_model: str, embed_fn: EmbedFn, gallery: Switcher, *,
+             batch: int, max_passes: int) -> Job:
         try:
             for _ in range(max_passes):
                 self._refresh_counts(job_id, cid, new_model)
@@ -161,19 +228,55 @@ class ReembedJobs:
         self.threads = [t for t in self.threads if t.is_alive()]
         return not self.threads
 
-    def recover(self) -> None:
-        """Jobs 'running' with no progress for a while belong to a dead process: mark them
-        failed so they can be restarted (which resumes where they stopped)."""
-        stale = (JobRow.status == "running", JobRow.updated_at < utcnow() - JOB_STALE)
+    def recover(self) -> list[Job]:
+        """Mark the jobs of dead processes failed ("interrupted"), never a live owner's; returns
+        them, so the caller can resume them (:meth:`run` continues where they stopped)."""
+        now = utcnow()
         with self.db.tx() as s:
-            if s.scalar(sa.select(sa.func.count()).where(*stale)) == 0:
-                return  # the usual case: no write at start-up (a read-only replica can start)
+            dead = [r.id for r in s.scalars(sa.select(JobRow).where(JobRow.status.in_(ACTIVE)))
+                    if not owner_alive(r.owner, aware(r.heartbeat_at), now)]
+        if not dead:
+            return []  # the usual case: no write at start-up (a read-only replica can start)
+        out = []
         try:
             with self.db.tx(write=True) as s:
-                s.execute(sa.update(JobRow).where(*stale).values(
-                    status="failed", error="interrupted (process stopped)", updated_at=utcnow()))
+                for job_id in dead:  # re-checked under the write lock: another process may have claimed it
+                    r = s.get(JobRow, job_id)
+                    if r is None or r.status not in ACTIVE or owner_alive(r.owner, aware(r.heartbeat_at), now):
+                        continue
+                    r.status, r.error, r.updated_at = "failed", _interrupted(r), now
+                    out.append(job_id)
         except StorageUnavailable:
             log.warning("cannot mark interrupted jobs failed: the database is read-only")
+            return []
+        for job_id in out:
+            log.warning("job %s was interrupted by the end of its process: marked failed", job_id)
+        return [self.get(j) for j in out]
+
+    def _claim(self, job_id: str) -> Job:
+        """Make this process the job's owner and mark it running, in one transaction: of two
+        processes resuming the same job, one gets it and the other a Conflict."""
+        now = utcnow()
+        with self.db.tx(write=True) as s:
+            r = s.get(JobRow, job_id)
+            if r is None:
+                raise JobNotFound(job_id=job_id)
+            if r.status not in ("queued", "failed") or (
+                r.status == "queued" and r.owner != process_owner()
+                and owner_alive(r.owner, aware(r.heartbeat_at), now)
+            ):
+                raise Conflict(f"job is {r.status}", job_id=job_id)
+            r.status, r.error, r.owner, r.heartbeat_at, r.updated_at = "running", None, process_owner(), now, now
+            return job_record(r)
+
+    def _heartbeat(self, job_id: str, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                with self.db.tx(write=True) as s:
+                    s.execute(sa.update(JobRow).where(JobRow.id == job_id, JobRow.owner == process_owner())
+                              .values(heartbeat_at=utcnow()))
+            except Exception:
+                log.warning("job %s: heartbeat not written", job_id, exc_info=True)
 
     def _refresh_counts(self, job_id: str, collection_id: str, model: str) -> None:
         with self.db.tx() as s:

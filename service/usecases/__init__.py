@@ -6,7 +6,12 @@ exist once. Everything here is blocking; the API runs it off the event loop.
 """
 
 from service.usecases.access import EVERYTHING, Access
-from service.usecases.collections import create_collection, switch_model
+from service.usecases.collections import (
+    create_collection,
+    require_calibrated,
+    resume_interrupted_jobs,
+    switch_model,
+)
 from service.usecases.enroll import Enrollment, enroll
 from service.usecases.faces import Detection, EmbeddedFace, Embedding, detect, embed
 from service.usecases.identify import Candidate, FaceIdentification, Identification, Searched, identify
@@ -18,5 +23,6 @@ __all__ = [
     "EVERYTHING", "Access", "Candidate", "Detection", "EmbeddedFace", "Embedding", "Enrollment",
     "FaceIdentification", "Identification", "IdentifyResult", "Match", "Searched", "Threshold", "UsedFace",
     "Verification", "card_threshold", "create_collection", "decision_threshold", "detect", "embed", "enroll",
-    "identify", "identify_embeddings", "rank", "switch_model", "verify",
+    "identify", "identify_embeddings", "rank", "require_calibrated", "resume_interrupted_jobs", "switch_model",
+    "verify",
 ]

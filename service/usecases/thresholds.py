@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.cards import Registry
-from service.errors import ModelLoadError
+from service.errors import ModelUncalibrated
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ def card_threshold(registry: Registry, settings, model: str, far: float | None =
         return Threshold(float(settings.threshold_override), "config FACEGATE_THRESHOLD_OVERRIDE")
     card = registry.get(model)
     if card.thresholds is None:
-        raise ModelLoadError(f"model {card.name} has no thresholds in its card; pass one in the request")
+        raise ModelUncalibrated(card.name)
     value, source = card.thresholds.for_far(far or settings.far_target)
     return Threshold(float(value), source)
 

@@ -44,12 +44,11 @@ class Env:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, shared_models) -> Path:
     """The default pack plus the shared MobileFaceNet (128-d, BGR, (x-127.5)/128) for the switch test."""
-    from service.cards import Registry
-    from service.config import REPO_MODELS_DIR
+    from service.cards import BUILTIN_MODELS_DIR, Registry
     from service.modelinspect import card_from_onnx
 
     root = tmp_path_factory.mktemp("models")
-    for d in REPO_MODELS_DIR.iterdir():
+    for d in BUILTIN_MODELS_DIR.iterdir():
         if (d / "model.json").is_file():
             shutil.copytree(d, root / d.name)
     card = card_from_onnx(shared_models / "mobilefacenet_paddle_128d.onnx", SWITCH_MODEL, color="BGR",

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from service.cards import Registry
-from service.config import REPO_MODELS_DIR, Settings
+from service.cards import BUILTIN_MODELS_DIR, Registry
+from service.config import Settings
 from service.engine.embedder import load_embedder
 from service.engine.session import choose_providers, load_session
 from service.errors import ModelLoadError, ModelNotFound
@@ -106,7 +106,7 @@ def test_default_pack_loads_checks_sha_and_runs() -> None:
 
 
 def test_tampered_sha_is_refused(tmp_path) -> None:
-    shutil.copytree(REPO_MODELS_DIR / "sface-2021dec-int8bq", tmp_path / "sface-2021dec-int8bq")
+    shutil.copytree(BUILTIN_MODELS_DIR / "sface-2021dec-int8bq", tmp_path / "sface-2021dec-int8bq")
     card_path = tmp_path / "sface-2021dec-int8bq" / "model.json"
     card = json.loads(card_path.read_text())
     card["source"]["sha256"] = "0" * 64

@@ -31,7 +31,7 @@ def test_migrations_create_exactly_the_orm_schema(gallery: Gallery) -> None:
         ctx = MigrationContext.configure(conn, opts={"compare_type": False})
         diff = compare_metadata(ctx, Base.metadata)
         assert diff == [], diff
-        assert ctx.get_current_revision() == "0001"
+        assert ctx.get_current_revision() == "0003"
 
 
 def test_sqlite_pragmas(gallery: Gallery) -> None:
