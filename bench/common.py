@@ -45,3 +45,16 @@ def write_result(name: str, payload: dict) -> Path:
     payload = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return Path(rel(path))
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]], *, width: int = 160) -> None:
+    """A rich table: the first column left-aligned (names), the numbers right-aligned."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, width=width)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=width).print(table)

@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import platform
 import sys
 import time
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import rel
+from bench.common import print_table, rel
 from training.backbones import count_params_flops, get_backbone
 from training.heads import build_head
 
@@ -143,44 +144,16 @@ def _load() -> list[float] | None:
         return None
 
 
-def print_table(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # rich is a core dependency, but keep the numbers visible without it
-        for r in results:
-            print(r)
-        return
-    table = Table(
-        title=f"Training throughput ({info['device']}, torch {info['torch_version']}, {info['torch_threads']} threads)"
+def show(results: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    print_table(
+        f"Training throughput ({info['device']}, torch {info['torch_version']}, {info['torch_threads']} threads)",
+        ["model", "Mparams", "GMACs", "batch", "AMP", "steps", "s/step", "samples/s", "best step", "per CPU-s"],
+        [[r["model"], f"{r['params'] / 1e6:.2f}", f"{r['gmacs_per_image']:.2f}", str(r["batch"]),
+          "yes" if r["amp"] else "no", str(r["timed_steps"]), f"{r['seconds_per_step_mean']:.3f}",
+          f"{r['samples_per_s']:.1f}", f"{r['samples_per_s_best_step']:.1f}",
+          f"{r['samples_per_cpu_s']:.1f}" if r["samples_per_cpu_s"] else "-"] for r in results],
+        width=max(100, shutil.get_terminal_size().columns),
     )
-    for col in (
-        "model",
-        "Mparams",
-        "GMACs",
-        "batch",
-        "AMP",
-        "steps",
-        "s/step",
-        "samples/s",
-        "best step",
-        "per CPU-s",
-    ):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in results:
-        table.add_row(
-            r["model"],
-            f"{r['params'] / 1e6:.2f}",
-            f"{r['gmacs_per_image']:.2f}",
-            str(r["batch"]),
-            "yes" if r["amp"] else "no",
-            str(r["timed_steps"]),
-            f"{r['seconds_per_step_mean']:.3f}",
-            f"{r['samples_per_s']:.1f}",
-            f"{r['samples_per_s_best_step']:.1f}",
-            f"{r['samples_per_cpu_s']:.1f}" if r["samples_per_cpu_s"] else "-",
-        )
-    Console(width=max(100, Console().width)).print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results.append(bench_one(name, args.batch, args.classes, warmup, steps, args.budget, device, amp))
-    print_table(results, info)
+    show(results, info)
 
     report = {
         "benchmark": "train_throughput",

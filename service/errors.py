@@ -14,6 +14,14 @@ class FacegateError(Exception):
     code: str = "error"
     status: int = 400
 
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None, **kw: Any) -> None:
+        """``class NoFace(FaceError, code="no_face")``: code and status in the class header."""
+        super().__init_subclass__(**kw)
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
+
     def __init__(self, message: str | None = None, **details: Any) -> None:
         self.message = message or self.__class__.__doc__ or self.code
         self.details = details
@@ -21,111 +29,74 @@ class FacegateError(Exception):
 
 
 # --- image input -----------------------------------------------------------------
-class ImageError(FacegateError):
-    code = "invalid_image"
-    status = 400
+class ImageError(FacegateError, code="invalid_image", status=400):
+    """An uploaded image cannot be used (400 family)."""
 
 
-class EmptyImage(ImageError):
+class EmptyImage(ImageError, code="empty_image"):
     """The image body is empty."""
 
-    code = "empty_image"
 
-
-class NotAnImage(ImageError):
+class NotAnImage(ImageError, code="invalid_image"):
     """The bytes are not an image in any supported format."""
 
-    code = "invalid_image"
 
-
-class CorruptImage(ImageError):
+class CorruptImage(ImageError, code="corrupt_image"):
     """The image header is valid but its data cannot be decoded."""
 
-    code = "corrupt_image"
 
-
-class ImageTooLarge(ImageError):
+class ImageTooLarge(ImageError, code="image_too_large", status=413):
     """The image exceeds the configured byte or pixel limit."""
 
-    code = "image_too_large"
-    status = 413
 
-
-class UnsupportedMediaType(ImageError):
+class UnsupportedMediaType(ImageError, code="unsupported_media_type", status=415):
     """The request's content type is not one this route accepts."""
-
-    code = "unsupported_media_type"
-    status = 415
 
 
 # --- faces -------------------------------------------------------------------------
-class FaceError(FacegateError):
-    status = 422
+class FaceError(FacegateError, status=422):
+    """The image is fine, its faces are not what the request needs (422 family)."""
 
 
-class NoFace(FaceError):
+class NoFace(FaceError, code="no_face"):
     """No face was found in the image."""
 
-    code = "no_face"
 
-
-class MultipleFaces(FaceError):
+class MultipleFaces(FaceError, code="multiple_faces"):
     """More than one face was found and the request asked for exactly one."""
 
-    code = "multiple_faces"
 
-
-class FaceTooSmall(FaceError):
+class FaceTooSmall(FaceError, code="face_too_small"):
     """The face is smaller than the configured minimum size."""
 
-    code = "face_too_small"
 
-
-class LowQuality(FaceError):
+class LowQuality(FaceError, code="low_quality"):
     """The face fails the quality gate (detector score, blur or pose)."""
 
-    code = "low_quality"
 
-
-class AlignmentUnavailable(FaceError):
+class AlignmentUnavailable(FaceError, code="alignment_unavailable"):
     """The detector gives no landmarks, so the face cannot be aligned for embedding."""
-
-    code = "alignment_unavailable"
 
 
 # --- models ------------------------------------------------------------------------
-class ModelError(FacegateError):
-    code = "model_error"
-    status = 500
+class ModelError(FacegateError, code="model_error", status=500):
+    pass
 
 
-class ModelNotFound(ModelError):
+class ModelNotFound(ModelError, code="model_not_found", status=404):
     """No model with that name is registered."""
 
-    code = "model_not_found"
-    status = 404
 
-
-class ModelMismatch(ModelError):
+class ModelMismatch(ModelError, code="model_mismatch", status=409):
     """Embeddings of different models cannot be compared."""
 
-    code = "model_mismatch"
-    status = 409
 
-
-class ModelLoadError(ModelError):
+class ModelLoadError(ModelError, code="model_load_error", status=503):
     """A model file is missing, corrupt or fails its checksum."""
 
-    code = "model_load_error"
-    status = 503
 
-
-class ModelUncalibrated(ModelError):
+class ModelUncalibrated(ModelError, code="model_uncalibrated", status=409):
     """The model's card has no decision thresholds, so it cannot decide same / different or unknown."""
-
-    code = "model_uncalibrated"
-    status = 409
-
     def __init__(self, model: str, message: str | None = None) -> None:
         super().__init__(
             message
@@ -137,80 +108,50 @@ class ModelUncalibrated(ModelError):
         )
 
 
-class InferenceError(ModelError):
+class InferenceError(ModelError, code="inference_error", status=503):
     """The inference runtime failed on a batch."""
-
-    code = "inference_error"
-    status = 503
 
 
 # --- gallery, auth, service ----------------------------------------------------------
-class NotFound(FacegateError):
-    code = "not_found"
-    status = 404
+class NotFound(FacegateError, code="not_found", status=404):
+    pass
 
 
-class CollectionNotFound(NotFound):
+class CollectionNotFound(NotFound, code="collection_not_found"):
     """No collection with that id."""
 
-    code = "collection_not_found"
 
-
-class IdentityNotFound(NotFound):
+class IdentityNotFound(NotFound, code="identity_not_found"):
     """No identity with that id in the collection."""
 
-    code = "identity_not_found"
 
-
-class FaceNotFound(NotFound):
+class FaceNotFound(NotFound, code="face_not_found"):
     """No face with that id."""
 
-    code = "face_not_found"
 
-
-class JobNotFound(NotFound):
+class JobNotFound(NotFound, code="job_not_found"):
     """No job with that id."""
 
-    code = "job_not_found"
 
-
-class Conflict(FacegateError):
+class Conflict(FacegateError, code="conflict", status=409):
     """The resource already exists or is in a conflicting state."""
 
-    code = "conflict"
-    status = 409
 
-
-class InvalidRequest(FacegateError):
+class InvalidRequest(FacegateError, code="invalid_request", status=422):
     """The request is malformed."""
 
-    code = "invalid_request"
-    status = 422
 
-
-class Unauthorized(FacegateError):
+class Unauthorized(FacegateError, code="unauthorized", status=401):
     """A valid API key is required."""
 
-    code = "unauthorized"
-    status = 401
 
-
-class Forbidden(FacegateError):
+class Forbidden(FacegateError, code="forbidden", status=403):
     """The API key lacks the scope or collection access this request needs."""
 
-    code = "forbidden"
-    status = 403
 
-
-class RateLimited(FacegateError):
+class RateLimited(FacegateError, code="rate_limited", status=429):
     """Too many requests for this API key."""
 
-    code = "rate_limited"
-    status = 429
 
-
-class StorageUnavailable(FacegateError):
+class StorageUnavailable(FacegateError, code="storage_unavailable", status=503):
     """The gallery database cannot be written (read-only, full or unreachable)."""
-
-    code = "storage_unavailable"
-    status = 503

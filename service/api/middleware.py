@@ -22,8 +22,8 @@ from service.errors import ImageTooLarge
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestIdMiddleware:
-    """Assign the request id first, so every later layer (auth, limits, logs) can use it."""
+class _HTTPOnly:
+    """An ASGI middleware that acts on HTTP requests and passes everything else through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -32,6 +32,16 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(_HTTPOnly):
+    """Assign the request id first, so every later layer (auth, limits, logs) can use it."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = None
         for k, v in scope.get("headers", []):
             if k == b"x-request-id":
@@ -52,7 +62,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(_HTTPOnly):
     """Enforce ``max_request_bytes`` before the body is read into memory.
 
     A declared ``Content-Length`` over the limit is refused at once, without reading a
@@ -62,13 +72,10 @@ class BodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         for k, v in scope.get("headers", []):
             if k == b"content-length":
                 try:
@@ -121,17 +128,14 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, typed_send)
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(_HTTPOnly):
     """Counts and times every HTTP request (after routing, so the template is known)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
         m = self.metrics
@@ -164,17 +168,11 @@ _DOCS_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe
              "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 
 
-class SecurityHeadersMiddleware:
+class SecurityHeadersMiddleware(_HTTPOnly):
     """Browser-facing hardening on every response: no MIME sniffing, no framing, no referrer;
     a Content-Security-Policy on the web page and the API docs."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         csp = _UI_CSP if path == "/" or path.startswith("/ui") else (
             _DOCS_CSP if path.startswith(("/docs", "/redoc", "/static-offline-docs")) else None)

@@ -20,15 +20,18 @@ class TokenBucketLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
+    def _tokens(self, key: str, now: float) -> float:
+        """The bucket's tokens now (lock held)."""
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
     def peek(self, key: str) -> float | None:
         """Like :meth:`take` without spending: None if a request would pass, else the wait."""
         if self.capacity <= 0:
             return None
-        now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
+            tokens = self._tokens(key, self.clock())
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
 
     def take(self, key: str) -> float | None:
         """Spend one token; None if allowed, else seconds until the next token."""
@@ -36,10 +39,7 @@ class TokenBucketLimiter:
             return None
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return None
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            tokens = self._tokens(key, now)
+            spent = tokens >= 1.0
+            self._buckets[key] = (tokens - 1.0 if spent else tokens, now)
+        return None if spent else (1.0 - tokens) / self.rate

@@ -20,7 +20,9 @@ _Pair = tuple[int, int]
 
 
 class ConvBlock(nn.Module):
-    """conv -> BN -> PReLU (the non-linear unit of every stage)."""
+    """conv -> BN -> PReLU (the non-linear unit of every stage); with ``linear`` no activation:
+    the linear bottleneck projection of an inverted residual. The state-dict keys
+    (``layers.0`` conv, ``layers.1`` BN, ``layers.2`` PReLU) are arcface_torch's."""
 
     def __init__(
         self,
@@ -30,38 +32,22 @@ class ConvBlock(nn.Module):
         stride: _Pair = (1, 1),
         padding: _Pair = (0, 0),
         groups: int = 1,
+        *,
+        linear: bool = False,
     ) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_c, out_c, kernel, groups=groups, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(out_c),
-            nn.PReLU(out_c),
-        )
+        layers: list[nn.Module] = [nn.Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False),
+                                   nn.BatchNorm2d(out_c)]
+        self.layers = nn.Sequential(*layers if linear else [*layers, nn.PReLU(out_c)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-class LinearBlock(nn.Module):
-    """conv -> BN with no activation: the linear bottleneck projection of an inverted residual."""
-
-    def __init__(
-        self,
-        in_c: int,
-        out_c: int,
-        kernel: _Pair = (1, 1),
-        stride: _Pair = (1, 1),
-        padding: _Pair = (0, 0),
-        groups: int = 1,
-    ) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_c),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+def LinearBlock(in_c: int, out_c: int, kernel: _Pair = (1, 1), stride: _Pair = (1, 1),  # noqa: N802
+                padding: _Pair = (0, 0), groups: int = 1) -> ConvBlock:
+    """conv -> BN, no activation."""
+    return ConvBlock(in_c, out_c, kernel, stride, padding, groups, linear=True)
 
 
 class DepthWise(nn.Module):

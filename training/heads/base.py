@@ -89,13 +89,8 @@ class ClassifierHead(nn.Module):
         """
         return self.logits_for(embeddings, labels, None, indices)
 
-    def logits_for(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        class_ids: torch.Tensor | None,
-        indices: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def logits_for(self, embeddings: torch.Tensor, labels: torch.Tensor, class_ids: torch.Tensor | None,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
     def hparams(self) -> dict[str, Any]:
@@ -149,13 +144,8 @@ class CosineHead(ClassifierHead):
         cos = F.normalize(embeddings.to(dtype), dim=1) @ F.normalize(weight.to(dtype), dim=1).t()
         return cos.clamp(-1.0, 1.0)
 
-    def logits_for(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        class_ids: torch.Tensor | None,
-        indices: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def logits_for(self, embeddings: torch.Tensor, labels: torch.Tensor, class_ids: torch.Tensor | None,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(embeddings, labels, self.embedding_size)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cos = self.cosines(embeddings, class_ids)
@@ -198,3 +188,24 @@ def arc_margin_target(
     th = torch.cos(math.pi - m)
     mm = torch.sin(math.pi - m) * m
     return torch.where(cos > th, cos_theta_m, cos - mm)
+
+
+class HeadWrapper(nn.Module):
+    """A module around a head (Partial FC, its sharded form): the head's sizes and attributes
+    (``margins``, ``update_margins``, ``weight``, hparams) are reachable through the wrapper."""
+
+    head: ClassifierHead
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def embedding_size(self) -> int:
+        return self.head.embedding_size
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("head"), name)

@@ -193,13 +193,8 @@ class KappaFaceHead(CosineHead):
         self.memory_labels[indices] = labels
 
     # -- forward ---------------------------------------------------------------------------
-    def logits_for(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        class_ids: torch.Tensor | None,
-        indices: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def logits_for(self, embeddings: torch.Tensor, labels: torch.Tensor, class_ids: torch.Tensor | None,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
         if self.training and indices is not None:
             global_labels = torch.where(
                 labels >= 0, self.global_classes(labels.clamp_min(0), class_ids), labels

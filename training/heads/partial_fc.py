@@ -34,14 +34,13 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
-from training.heads.base import ClassifierHead
+from training.heads.base import ClassifierHead, HeadWrapper
 
 __all__ = ["PartialFC"]
 
 
-class PartialFC(nn.Module):
+class PartialFC(HeadWrapper):
     """Wrap ``head`` so that each training step uses ``ceil(sample_rate · C)`` centres (at least
     all positives of the batch). Attributes of the head (``margins``, ``update_margins``,
     ``weight``, ``hparams`` entries) are reachable through the wrapper.
@@ -54,20 +53,6 @@ class PartialFC(nn.Module):
         self.head = head
         self.sample_rate = float(sample_rate)
         self.fill_value = float(fill_value)
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    @property
-    def embedding_size(self) -> int:
-        return self.head.embedding_size
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("head"), name)
 
     def _samples(self) -> bool:
         return self.training and self.sample_rate < 1.0

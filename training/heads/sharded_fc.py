@@ -41,9 +41,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
-from training.heads.base import ClassifierHead
+from training.heads.base import ClassifierHead, HeadWrapper
 
 __all__ = ["ShardedPartialFC", "dist_cross_entropy", "gather_with_grad", "shard_range"]
 
@@ -129,7 +128,7 @@ def dist_cross_entropy(
     return per_row[valid].mean()
 
 
-class ShardedPartialFC(nn.Module):
+class ShardedPartialFC(HeadWrapper):
     """Wrap a head built with ``shard=shard_range(C, rank, world)``; ``forward`` returns the loss.
 
     Needs an initialised process group (``torchrun``); a single process uses the plain head or
@@ -155,20 +154,6 @@ class ShardedPartialFC(nn.Module):
             )
         self.head = head
         self.sample_rate = float(sample_rate)
-
-    @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    @property
-    def embedding_size(self) -> int:
-        return self.head.embedding_size
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("head"), name)
 
     @torch.no_grad()
     def sample(

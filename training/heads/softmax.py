@@ -31,13 +31,8 @@ class SoftmaxHead(ClassifierHead):
         super().__init__(embedding_size, num_classes, shard)
         self.bias = nn.Parameter(torch.zeros(self.num_local)) if bias else None
 
-    def logits_for(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        class_ids: torch.Tensor | None,
-        indices: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def logits_for(self, embeddings: torch.Tensor, labels: torch.Tensor, class_ids: torch.Tensor | None,
+                   indices: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(embeddings, labels, self.embedding_size)
         rows = None if class_ids is None else self.rows(class_ids)
         weight = self.weight if rows is None else self.weight[rows]

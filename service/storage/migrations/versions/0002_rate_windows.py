@@ -1,19 +1,11 @@
-"""Request counts per key and minute, shared by every worker and replica (rate limits).
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-02
-"""
+"""Request counts per key and minute, shared by every worker and replica (rate limits)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:
