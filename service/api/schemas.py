@@ -168,11 +168,11 @@ class CollectionUpdate(Strict):
 class CollectionOut(BaseModel):
     id: str
     name: str
-    model: str
+    model: str = Field(..., description="The recognizer every embedding of the collection comes from.")
     metadata: dict[str, Any]
     created_at: datetime
-    identities: int | None = None
-    faces: int | None = None
+    identities: int | None = Field(None, description="Identities in the collection.")
+    faces: int | None = Field(None, description="Enrolled faces in the collection.")
 
 
 class CollectionList(BaseModel):
@@ -195,14 +195,14 @@ class IdentityUpdate(Strict):
 
 
 class IdentityOut(BaseModel):
-    id: str
+    id: str = Field(..., description="The service's id of the identity (32 hex characters).")
     collection_id: str
-    external_id: str
+    external_id: str = Field(..., description="Your id for the person, unique in the collection.")
     name: str
     metadata: dict[str, Any]
     created_at: datetime
-    updated_at: datetime
-    faces: int | None = None
+    updated_at: datetime = Field(..., description="Last change of the identity or of its faces.")
+    faces: int | None = Field(None, description="Enrolled faces.")
 
 
 class IdentityPage(BaseModel):

@@ -7,33 +7,18 @@ from service.gallery.crops import decode_crop, encode_crop
 from service.gallery.gallery import Gallery
 from service.gallery.jobs import EmbedFn
 from service.gallery.limits import MAX_EXTERNAL_ID, MAX_NAME, metadata_problem
-from service.gallery.records import (
-    Collection,
-    EnrollFace,
-    FaceHit,
-    FaceRecord,
-    GallerySize,
-    Identity,
-    Job,
-    Page,
-)
+from service.gallery.records import *  # noqa: F403 - the records are this package's API
+from service.gallery.records import __all__ as _records
 from service.gallery.vectors import normalise
 
 __all__ = [
     "MAX_EXTERNAL_ID",
     "MAX_NAME",
-    "Collection",
     "EmbedFn",
-    "EnrollFace",
-    "FaceHit",
-    "FaceRecord",
     "Gallery",
-    "GallerySize",
-    "Identity",
-    "Job",
-    "Page",
     "decode_crop",
     "encode_crop",
     "metadata_problem",
     "normalise",
+    *_records,
 ]

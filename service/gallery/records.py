@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+__all__ = ["Collection", "EnrollFace", "FaceHit", "FaceRecord", "GallerySize", "Identity", "Job", "JobStatus", "Page"]
+
 JobStatus = Literal["queued", "running", "done", "failed"]
 
 

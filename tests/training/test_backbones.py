@@ -17,7 +17,6 @@ from training.backbones import (
     list_backbones,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

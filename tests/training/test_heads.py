@@ -23,7 +23,6 @@ from training.heads import (
     list_heads,
 )
 
-
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("error::UserWarning")]
 
 S = 64.0
@@ -477,23 +476,9 @@ def _ddp_kappa_worker(rank: int, world: int, port: int, queue) -> None:  # pragm
 @pytest.mark.slow
 def test_kappaface_memory_is_identical_on_every_ddp_rank() -> None:
     """Each rank sees different samples; after the all-gather every rank holds all of them."""
-    import socket
+    from training.spawn import run_ranks
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_kappa_worker, args=(r, 2, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        results = sorted((queue.get(timeout=120) for _ in procs), key=lambda r: r[0])
-    finally:
-        for p in procs:
-            p.join(timeout=30)
+    results = sorted(run_ranks(_ddp_kappa_worker, 2, timeout=120), key=lambda r: r[0])
     (_, mem0, lab0, marg0), (_, mem1, lab1, marg1) = results
     assert lab0 == [0, 0, 1, 1, 2, 2]  # rank 0 wrote 0, 2, 4; rank 1 wrote 1, 3, 5
     assert mem0 == mem1 and lab0 == lab1 and marg0 == marg1

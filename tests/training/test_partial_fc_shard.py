@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -226,7 +225,7 @@ SCENARIOS: dict[str, Callable[[int, str], dict[str, Any]]] = {
 }
 
 
-def _worker(rank: int, port: int, names: list[str], tmp: str, queue: Any) -> None:  # pragma: no cover
+def _worker(rank: int, world: int, port: int, names: list[str], tmp: str, queue: Any) -> None:  # pragma: no cover
     import torch.distributed as dist
 
     os.environ.update(
@@ -253,31 +252,14 @@ def _worker(rank: int, port: int, names: list[str], tmp: str, queue: Any) -> Non
 
 def _spawn(names: list[str], tmp: Path) -> dict[str, list[dict[str, Any]]]:
     """Run scenarios ``names`` on 2 fresh gloo ranks; ``{name: [rank 0 result, rank 1 result]}``."""
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, port, names, str(tmp), queue)) for r in range(WORLD)]
     from training.experiments.pfc_memory import exact_malloc
+    from training.spawn import run_ranks
 
-    with exact_malloc():  # peak RSS then follows the tensors, not glibc's heap retention
-        for p in procs:
-            p.start()
+    got = run_ranks(_worker, WORLD, names, str(tmp), items=WORLD * len(names), stop=lambda item: "error" in item[2],
+                    around_start=exact_malloc)  # peak RSS then follows the tensors, not glibc's heap retention
     results: dict[str, list[dict[str, Any]]] = {name: [{}, {}] for name in names}
-    try:
-        for _ in range(WORLD * len(names)):
-            name, rank, out = queue.get(timeout=180)
-            results[name][rank] = out
-            if "error" in out:
-                break
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
+    for name, rank, out in got:
+        results[name][rank] = out
     return results
 
 

@@ -21,7 +21,6 @@ import argparse
 import gc
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from training.spawn import run_ranks
 
 __all__ = ["exact_malloc", "measure", "step_memory"]
 
@@ -111,25 +112,10 @@ def _rank(rank: int, world: int, port: int, cfg: dict[str, Any], queue: Any) -> 
 
 def measure(classes: int, dim: int, world: int, batch: int = 64, rate: float = 1.0) -> list[dict[str, int]]:
     """Per-rank memory of one step with ``world`` ranks (1 = plain head, no process group)."""
-    import torch.multiprocessing as mp
-
     if batch % world:
         raise ValueError("the global batch must split evenly over the ranks")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
     cfg = {"classes": classes, "dim": dim, "batch": batch, "rate": rate}
-    procs = [ctx.Process(target=_rank, args=(r, world, port, cfg, queue)) for r in range(world)]
-    with exact_malloc():
-        for p in procs:
-            p.start()
-    try:
-        got = sorted((queue.get(timeout=300) for _ in procs), key=lambda t: t[0])
-    finally:
-        for p in procs:
-            p.join(timeout=60)
+    got = sorted(run_ranks(_rank, world, cfg, timeout=300, around_start=exact_malloc), key=lambda t: t[0])
     return [m for _, m in got]
 
 

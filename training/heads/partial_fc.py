@@ -40,6 +40,17 @@ from training.heads.base import ClassifierHead, HeadWrapper
 __all__ = ["PartialFC"]
 
 
+def sample_classes(positives: torch.Tensor, total: int, num_sample: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sorted ids of ``num_sample`` of ``total`` classes: every positive, then random others
+    (all the positives when they alone reach ``num_sample``)."""
+    if positives.numel() >= num_sample:
+        return positives
+    score = torch.rand(total, device=positives.device, generator=generator)
+    score[positives] = 2.0  # scores are in [0, 1): top-k always keeps the positives
+    return torch.topk(score, k=num_sample).indices.sort().values
+
+
 class PartialFC(HeadWrapper):
     """Wrap ``head`` so that each training step uses ``ceil(sample_rate · C)`` centres (at least
     all positives of the batch). Attributes of the head (``margins``, ``update_margins``,
@@ -69,14 +80,7 @@ class PartialFC(HeadWrapper):
         """
         c = self.num_classes
         num_sample = min(c, math.ceil(self.sample_rate * c))
-        positives = torch.unique(labels[labels >= 0])
-        if positives.numel() >= num_sample:
-            class_ids = positives
-        else:
-            # Random scores in [0, 1); positives get 2 so top-k always keeps them.
-            score = torch.rand(c, device=labels.device, generator=generator)
-            score[positives] = 2.0
-            class_ids = torch.topk(score, k=num_sample).indices.sort().values
+        class_ids = sample_classes(torch.unique(labels[labels >= 0]), c, num_sample, generator)
         local = torch.searchsorted(class_ids, labels.clamp_min(0))
         local = torch.where(labels >= 0, local, labels)
         return class_ids, local

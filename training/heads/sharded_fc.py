@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 
 from training.heads.base import ClassifierHead, HeadWrapper
+from training.heads.partial_fc import sample_classes
 
 __all__ = ["ShardedPartialFC", "dist_cross_entropy", "gather_with_grad", "shard_range"]
 
@@ -172,14 +173,7 @@ class ShardedPartialFC(HeadWrapper):
         if not self.training or num_sample >= count:
             rows = torch.arange(count, device=labels.device)
         else:
-            positives = torch.unique(labels[mine]) - start
-            if positives.numel() >= num_sample:
-                rows = positives
-            else:
-                # Random scores in [0, 1); positives get 2 so top-k always keeps them.
-                score = torch.rand(count, device=labels.device, generator=generator)
-                score[positives] = 2.0
-                rows = torch.topk(score, k=num_sample).indices.sort().values
+            rows = sample_classes(torch.unique(labels[mine]) - start, count, num_sample, generator)
         class_ids = rows + start
         local = torch.searchsorted(class_ids, labels.clamp_min(0))
         return class_ids, torch.where(mine, local, torch.full_like(local, -1))
